@@ -1,0 +1,186 @@
+"""Tests for the prompt scanner (python_udfs.prompt_scan).
+
+The batched scanner shares one forward pass between a window's long prompt and the
+previous window's short prompt; every reported number must equal the definition computed
+with two separate unbatched forward passes per window, for a tiny random GPT-NeoX and for
+the real SmolLM2-135M (its own tokenizer), across batch boundaries and sequence ends.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from python_udfs import prompt_scan  # noqa: E402
+from python_udfs.prompt_scan import (  # noqa: E402
+    METRICS, ScanSettings, load_scan_model, naive_window_metrics, scan_documents, scan_windows, scanned_windows,
+    window_metrics,
+)
+
+TEXTS = [
+    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+    "It is named after the engineer Gustave Eiffel, whose company designed and built the tower.",
+    "def main():\n    import sys\n    for line in sys.stdin:\n        print(line.rstrip())\n",
+    "Mr. Speaker, Mr. Vice President, Members of Congress, my fellow Americans:",
+    "Short.",
+    "The Bank of England has raised interest rates for the first time in seven years.",
+]
+TOL = 1e-5
+
+
+def save_tiny_neox(path) -> str:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from python_udfs.ngrams import neox  # noqa: F401  (the tokenizer must be installed)
+    from trainers.train import build_tokenizer
+
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(
+        vocab_size=50304, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, rotary_pct=0.25, use_parallel_residual=True))
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)  # confident, varied predictions
+    model.save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_scan_model(save_tiny_neox(tmp_path_factory.mktemp("ckpt") / "tiny-neox"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_scan_model("smollm2", device="cpu")
+
+
+def check_against_naive(scan_model, texts, batch_size):
+    sequences = [a[:40] for a in scan_model.encode_batch(texts)]
+    got = scan_windows(scan_model.lm, sequences, seq_len=4, batch_size=batch_size)
+    expected_windows = sum(max(0, len(s) - 4) for s in sequences)
+    assert len(got["p_long"]) == expected_windows
+    rng = np.random.default_rng(0)
+    picks = set(rng.choice(expected_windows, size=min(12, expected_windows), replace=False).tolist())
+    # always the edges: first window, the last window of each sequence (filler row), batch seams
+    ends = np.nonzero(np.diff(got["seq_index"]))[0]
+    picks |= {0, expected_windows - 1, *ends.tolist(), *(ends + 1).tolist()}
+    picks |= {i for i in range(expected_windows) if i % batch_size in (0, batch_size - 1)}
+    for i in sorted(picks):
+        s, pos = int(got["seq_index"][i]), int(got["position"][i])
+        want = naive_window_metrics(scan_model.lm, sequences[s], pos)
+        for k in METRICS:
+            if k.endswith("_id"):
+                assert int(got[k][i]) == int(want[k]), (k, i)
+            else:
+                assert abs(float(got[k][i]) - float(want[k])) <= TOL, (k, i, float(got[k][i]), float(want[k]))
+    return got, sequences
+
+
+def test_windows_positions_and_counts(tiny):
+    sequences = [np.arange(10, 19), np.arange(5, 9), np.arange(100, 105), np.arange(3)]  # 9, 4, 5, 3 tokens
+    got = scan_windows(tiny.lm, sequences, seq_len=4, batch_size=3)
+    assert got["seq_index"].tolist() == [0] * 5 + [2]
+    assert got["position"].tolist() == [0, 1, 2, 3, 4, 0]
+    empty = scan_windows(tiny.lm, [np.arange(4)], seq_len=4)
+    assert all(len(v) == 0 for v in empty.values())
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 256])
+def test_batched_equals_two_unbatched_passes_tiny(tiny, batch_size):
+    check_against_naive(tiny, TEXTS, batch_size)
+
+
+def test_batched_equals_two_unbatched_passes_smollm2(smollm2):
+    got, sequences = check_against_naive(smollm2, TEXTS, batch_size=7)
+    assert smollm2.name == "SmolLM2-135M-Instruct"
+    assert "GGUF" in smollm2.tokenizer_name
+    # SmolLM2's own tokenizer, not NeoX's: "Hello world" is [19556, 905] there
+    assert smollm2.encode_batch(["Hello world"])[0].tolist() == [19556, 905]
+    assert float(np.max(got["p_long"])) > 0.5  # real text gives confident predictions
+
+
+def test_metric_definitions_by_hand():
+    short = torch.tensor([[2.0, 0.0, -1.0, 0.5]])
+    long = torch.tensor([[0.0, 3.0, -1.0, 0.5]])
+    got = {k: v.item() for k, v in window_metrics(short, long).items()}
+    ps = np.exp(short[0].numpy()) / np.exp(short[0].numpy()).sum()
+    pl = np.exp(long[0].numpy()) / np.exp(long[0].numpy()).sum()
+    kl_sl, kl_ls = (ps * np.log(ps / pl)).sum(), (pl * np.log(pl / ps)).sum()
+    m = (ps + pl) / 2
+    jsd = 0.5 * (ps * np.log(ps / m)).sum() + 0.5 * (pl * np.log(pl / m)).sum()
+    assert got["js"] == pytest.approx((kl_sl + kl_ls) / 2, rel=1e-5)  # the catalog's "js": symmetric KL
+    assert got["jensen_shannon"] == pytest.approx(jsd, rel=1e-5)
+    assert 0 <= got["jensen_shannon"] <= math.log(2)
+    assert got["p_short"] == pytest.approx(ps.max(), rel=1e-6) and got["short_max_id"] == 0
+    assert got["p_long"] == pytest.approx(pl.max(), rel=1e-6) and got["long_max_id"] == 1
+    assert got["p_delta_max"] == pytest.approx(np.abs(ps - pl).max(), rel=1e-6)
+    assert got["logit_excite_max"] == pytest.approx(3.0) and got["logit_inhibit_max"] == pytest.approx(2.0)
+    same = window_metrics(short, short)
+    assert same["js"].item() == pytest.approx(0, abs=1e-7) and same["jensen_shannon"].item() == pytest.approx(0, abs=1e-7)
+
+
+def test_scan_documents_rows_thresholds_and_resume(tiny, tmp_path, monkeypatch):
+    doc_ids = list(range(100, 100 + len(TEXTS)))
+    clusters = [7, 7, 8, None, 9]
+    everything = ScanSettings(min_p_long=-1.0, min_js=-1.0, max_tokens=24, part_docs=2)
+    out = tmp_path / "all"
+    stats = scan_documents(tiny, doc_ids, TEXTS, clusters, out, everything, progress=False)
+    lengths = [min(24, len(a)) for a in tiny.encode_batch(TEXTS)]
+    assert stats["windows"] == stats["kept"] == sum(max(0, n - 4) for n in lengths)
+    table = pq.read_table(sorted(out.glob("part-*.parquet"))).to_pylist()
+    assert len(table) == stats["kept"]
+    first = table[0]
+    assert first["doc_id"] == first["seq_id"] == 100 and first["cluster_id"] == 7 and first["position"] == 0
+    ids = tiny.encode_batch(TEXTS[:1])[0]
+    assert first["long_ids"] == ids[:5].tolist()
+    assert first["text"] == "[" + tiny.decode(ids[:1]) + "]" + tiny.decode(ids[1:5])
+    assert first["next_id"] == int(ids[5]) and first["context"] == tiny.decode(ids[:10])
+    assert first["token_long"] == tiny.decode([first["long_max_id"]])
+    assert first["model"] == "tiny-neox" and first["tokenizer"]
+    later = next(r for r in table if r["doc_id"] == 100 and r["position"] == 8)
+    assert later["context"] == tiny.decode(ids[3:18])
+    counts = scanned_windows(tmp_path).to_pylist()
+    assert {r["doc_id"]: r["windows"] for r in counts} == {d: max(0, n - 4) for d, n in zip(doc_ids, lengths)}
+
+    # thresholds: the default 0.5 / 0.5 keep exactly the rows passing both
+    kept_out = tmp_path / "kept"
+    scan_documents(tiny, doc_ids, TEXTS, clusters, kept_out, ScanSettings(max_tokens=24, part_docs=2),
+                   progress=False)
+    kept = pq.read_table(sorted(kept_out.glob("part-*.parquet"))).to_pylist()
+    expect = [(r["doc_id"], r["position"]) for r in table if r["p_long"] > 0.5 and r["js"] > 0.5]
+    assert [(r["doc_id"], r["position"]) for r in kept] == expect
+
+    # a kill in the third part: the first two stay; the rerun scans only what is missing
+    resumed = tmp_path / "resumed"
+    real = prompt_scan.kept_rows
+    calls = {"n": 0}
+
+    def dies_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(prompt_scan, "kept_rows", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        scan_documents(tiny, doc_ids, TEXTS, clusters, resumed, everything, progress=False)
+    assert len(list(resumed.glob("part-*.parquet"))) == 2
+    monkeypatch.setattr(prompt_scan, "kept_rows", real)
+    again = scan_documents(tiny, doc_ids, TEXTS, clusters, resumed, everything, progress=False)
+    assert again["reused_parts"] == 2 and again["parts"] == 3
+    assert pq.read_table(sorted(resumed.glob("part-*.parquet"))).to_pylist() == table
+    # a different threshold is a different scan: nothing reused
+    assert scan_documents(tiny, doc_ids, TEXTS, clusters, resumed, ScanSettings(max_tokens=24, part_docs=2),
+                          progress=False)["reused_parts"] == 0
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="cannot load causal LM"):
+        load_scan_model(str(tmp_path / "no-such-model"), device="cpu")
