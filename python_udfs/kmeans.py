@@ -10,6 +10,7 @@ as ``MiniBatchKMeans.fit`` does.
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ def fit(
     km = None
     info = {"epochs": 0, "steps": 0, "n_docs": 0, "last_shift": None}
     epochs = range(config.max_epochs)
+    shown = time.monotonic()
     if progress:
         from tqdm import tqdm
 
@@ -132,6 +134,11 @@ def fit(
             km.cluster_centers_[:] = normalise(km.cluster_centers_)
             n_docs += len(x)
             info["steps"] += 1
+            # an epoch over the Pile is thousands of batches: show them go by, once a second
+            if progress and time.monotonic() - shown >= 1.0:
+                shown, shift = time.monotonic(), info["last_shift"]
+                epochs.set_postfix(batches=info["steps"], docs=n_docs,
+                                   shift="-" if shift is None else f"{shift:.2e}")
         if km is None:
             raise ValueError("no embeddings to cluster")
         info["epochs"], info["n_docs"] = epoch + 1, n_docs
@@ -139,7 +146,7 @@ def fit(
             shift = float(np.max(np.linalg.norm(km.cluster_centers_ - before, axis=1)))
             info["last_shift"] = shift
             if progress:
-                epochs.set_postfix(shift=f"{shift:.2e}")
+                epochs.set_postfix(batches=info["steps"], docs=n_docs, shift=f"{shift:.2e}")
             if shift < config.tol:
                 break
     return km.cluster_centers_.astype(np.float32), info
