@@ -11,7 +11,7 @@ DBT_VARS := $(if $(VARS),--vars "$$(cat $(VARS))",)
 DBT := cd $(CURDIR) && $(BIN)/dbt
 export PILEHOUSE_THREADS := $(THREADS)
 
-.PHONY: setup minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training experiment clean
+.PHONY: setup minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training bench-scan scan experiment clean review browser shell docs report
 
 # The pinned environment. torch 2.13.0's CPU wheel comes from $PIP_FIND_LINKS (pip reads it);
 # requirements.lock pins every package so no newer (CUDA) torch can slip in.
@@ -42,13 +42,18 @@ minipile: ingest build
 	@$(BIN)/python -c "import duckdb; c = duckdb.connect('warehouse/pilehouse.duckdb', read_only=True); \
 	print(c.sql(\"select split, count(*) as documents from minipile group by split order by split\"))"
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
-bench: bench-embedding bench-ngrams bench-training
+# The prompt scan (python_udfs/prompt_scan.py): dbt's scan-tagged models with the scan_* vars
+# (defaults in dbt_project.yml: SmolLM2-135M over 50 documents), e.g. VARS=configs/scan.yml.
+scan: $(VENV)/.installed
+	$(DBT) build --select tag:scan --threads $(THREADS) $(DBT_VARS)
+
+bench: bench-embedding bench-ngrams bench-training bench-scan
 
 bench-embedding: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.embedding
@@ -58,6 +63,9 @@ bench-ngrams: $(VENV)/.installed
 
 bench-training: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.training
+
+bench-scan: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.prompt_scan
 
 # The seed's experiment at CPU scale: the same preset and steps trained on MiniPile and on
 # every document, both evaluated (with the pretrained SmolLM2-135M as a reference), compared
@@ -76,6 +84,35 @@ experiment: $(VENV)/.installed
 	$(EXP_EVAL) --smollm2
 	$(DBT) build --select eval_pairs eval_comparison
 	$(BIN)/python -m trainers.compare exp-$(EXP_PRESET)-documents exp-$(EXP_PRESET)-minipile --all
+
+# The cluster review page (python_udfs/review): a local web page over the warehouse, opened
+# read-only; its form writes seeds/cluster_exclusions.csv. Loopback only.
+PORT ?= 8765
+review: $(VENV)/.installed
+	$(BIN)/python -m python_udfs.review --db "$${PILEHOUSE_DB:-warehouse/pilehouse.duckdb}" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
+
+# Headless Chromium + chromedriver for the review page's browser test (Debian packages; CI runs as root).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
+	fi
+
+# Look around: harlequin (a SQL IDE in the terminal), dbt's docs site (lineage, every model
+# and column described), a self-contained HTML report. harlequin and the report open the
+# warehouse read-only; docs generate only reads its catalog. DuckDB refuses even a read-only
+# open while a build writes the file: run these after the build.
+DB ?= $(or $(PILEHOUSE_DB),warehouse/pilehouse.duckdb)
+DOCS_PORT ?= 8080
+shell: $(VENV)/.installed
+	@test -f "$(DB)" || { echo "no warehouse at $(DB): run make minipile (or pass DB=...)"; exit 1; }
+	$(BIN)/harlequin --adapter duckdb --read-only "$(DB)"
+
+docs: $(VENV)/.installed
+	cd $(CURDIR) && PILEHOUSE_DB="$(DB)" $(BIN)/dbt docs generate $(DBT_VARS)
+	$(DBT) docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
+
+report: $(VENV)/.installed
+	$(BIN)/python -m python_udfs.report --db "$(DB)" --out reports/
 
 clean:
 	rm -rf warehouse/pilehouse.duckdb warehouse/pilehouse.duckdb.wal warehouse/lake target logs

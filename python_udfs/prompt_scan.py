@@ -420,7 +420,7 @@ def scanned_windows(scan_dir: Path) -> pa.Table:
 
 
 def slice_query(relation_documents: str, relation_assignments: str | None, where: str, docs: int, seed: int) -> str:
-    """The documents to scan: ``where`` over documents (d) and their cluster (a), ``docs`` of them in seeded hash order."""
+    """The documents to scan: ``where`` over documents d and clusters a; ``docs`` of them in seeded hash order."""
     join = f"left join {relation_assignments} a using (doc_id)" if relation_assignments else ""
     cluster = "a.cluster_id" if relation_assignments else "null::bigint"
     limit = f"limit {int(docs)}" if docs and int(docs) > 0 else ""
@@ -483,7 +483,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     out_dir = Path(args.lake) / "scan" / scan_model.slug
     stats = scan_documents(scan_model, doc_ids, texts, cluster_ids, out_dir, settings)
     print(f"scan {scan_model.name}: {stats['documents']} documents in {stats['parts']} parts "
-          f"({stats['reused_parts']} reused), {stats['windows']} windows scanned now, {stats['kept']} kept -> {out_dir}")
+          f"({stats['reused_parts']} reused), {stats['windows']} windows scanned now, "
+          f"{stats['kept']} kept -> {out_dir}")
     if args.show:
         best = duckdb.sql(
             f"select text, token_short, token_long, round(p_short, 3) p_short, round(p_long, 3) p_long, "

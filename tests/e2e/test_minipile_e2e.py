@@ -324,3 +324,39 @@ def test_plain_build_skips_training_and_the_tag_trains(build_one_thread, tmp_pat
     assert runs == [("e2e-tiny", "minipile", 2 * 16 * 128, str(tmp_path / "checkpoints" / "e2e-tiny" / "final"))]
     assert [s for s, _ in steps] == [1, 2] and all(loss > 0 for _, loss in steps)
     assert (tmp_path / "checkpoints" / "e2e-tiny" / "final" / "config.json").exists()
+
+
+# --- prompt scan from dbt -------------------------------------------------------------
+
+def test_prompt_scan_by_tag_with_smollm2(build_one_thread, tmp_path):
+    """A plain build never scans; `--select tag:scan` scans real text with the real SmolLM2-135M."""
+    project, env = project_copy(build_one_thread, tmp_path)
+    listed = run([str(BIN / "dbt"), "ls", "--resource-type", "model", "--project-dir", str(project),
+                  "--profiles-dir", str(project)], env, cwd=project).stdout
+    assert "prompt_scan" not in listed and "int_prompt_scan_windows" not in listed
+    env["PILEHOUSE_LAKE"] = str(tmp_path / "lake")  # a fresh scan folder; the corpus parts are not needed
+    scan_vars = {"scan_docs": 8, "scan_max_tokens": 96, "scan_part_docs": 4,
+                 "scan_where": "d.source <> 'Python stdlib (code)'"}
+    first = dbt(["build", "--select", "tag:scan"], env, project=project, extra_vars=scan_vars)
+    assert "8 documents in 2 parts (0 reused)" in first.stdout
+    again = dbt(["build", "--select", "tag:scan"], env, project=project, extra_vars=scan_vars)
+    assert "(2 reused); 0 windows scanned now" in again.stdout  # resumable: finished parts are skipped
+    with duckdb.connect(env["PILEHOUSE_DB"], read_only=True) as con:
+        rows = con.sql("select text, token_long, p_long, js, jensen_shannon, long_ids, model, tokenizer "
+                       "from prompt_scan").fetchall()
+        wrong_cluster = con.sql("select count(*) from prompt_scan p join cluster_assignments a using (doc_id) "
+                                "where p.cluster_id <> a.cluster_id").fetchall()[0][0]
+        scanned = con.sql("select sum(windows), count(*) from int_prompt_scan_windows").fetchall()[0]
+        per_cluster = con.sql("select sum(windows_scanned), sum(documents_scanned), sum(windows_kept) "
+                              "from prompt_scan_clusters").fetchall()[0]
+        kept_all = con.sql(f"select count(*) from read_parquet('{tmp_path}/lake/scan/*/part-*.parquet')").fetchall()
+        sources = con.sql("select distinct d.source from prompt_scan join documents d using (doc_id)").fetchall()
+    assert rows, "SmolLM2 finds tasks in 8 real documents"
+    assert len({r[0] for r in rows}) == len(rows)
+    assert all(p > 0.5 and js > 0.5 and 0 <= jsd <= 0.6932 and len(ids) == 5 for _, _, p, js, jsd, ids, _, _ in rows)
+    assert {r[6] for r in rows} == {"SmolLM2-135M-Instruct"} and "GGUF" in rows[0][7]
+    assert [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+    assert wrong_cluster == 0
+    assert scanned[1] == 8 and per_cluster[0] == scanned[0] and per_cluster[1] == 8
+    assert per_cluster[2] == kept_all[0][0] >= len(rows)
+    assert ("Python stdlib (code)",) not in sources

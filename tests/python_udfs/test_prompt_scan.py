@@ -19,7 +19,13 @@ pytest.importorskip("transformers")
 
 from python_udfs import prompt_scan  # noqa: E402
 from python_udfs.prompt_scan import (  # noqa: E402
-    METRICS, ScanSettings, load_scan_model, naive_window_metrics, scan_documents, scan_windows, scanned_windows,
+    METRICS,
+    ScanSettings,
+    load_scan_model,
+    naive_window_metrics,
+    scan_documents,
+    scan_windows,
+    scanned_windows,
     window_metrics,
 )
 
@@ -123,7 +129,8 @@ def test_metric_definitions_by_hand():
     assert got["p_delta_max"] == pytest.approx(np.abs(ps - pl).max(), rel=1e-6)
     assert got["logit_excite_max"] == pytest.approx(3.0) and got["logit_inhibit_max"] == pytest.approx(2.0)
     same = window_metrics(short, short)
-    assert same["js"].item() == pytest.approx(0, abs=1e-7) and same["jensen_shannon"].item() == pytest.approx(0, abs=1e-7)
+    assert same["js"].item() == pytest.approx(0, abs=1e-7)
+    assert same["jensen_shannon"].item() == pytest.approx(0, abs=1e-7)
 
 
 def test_scan_documents_rows_thresholds_and_resume(tiny, tmp_path, monkeypatch):
