@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--naive-windows", type=int, default=120, help="the naive loop times this many windows")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 row")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,6 +100,13 @@ def main() -> None:
     picks = [(s, p) for s, p in zip(ours["seq_index"], ours["position"])][: args.naive_windows]
     naive, t_naive = timed(lambda: [naive_window_metrics(model.lm, sequences[s], p) for s, p in picks])
 
+    bf16 = None
+    if not args.no_bf16:
+        low = load_scan_model(args.model, dtype="bfloat16")
+        scan_windows(low.lm, [sequences[0][:40]], batch_size=args.batch_size)
+        bf16, t_bf16 = timed(lambda: scan_windows(low.lm, sequences, batch_size=args.batch_size))
+        del low
+
     diff_catalog = float(np.abs(catalog["js"] - ours["js"]).max())
     diff_naive = max(abs(float(n["js"]) - float(ours["js"][i])) for i, n in enumerate(naive))
     rate_ours, rate_catalog, rate_naive = windows / t_ours, windows / t_catalog, len(picks) / t_naive
@@ -108,6 +116,8 @@ def main() -> None:
         ("catalog loop (batched, 2 passes)", rate_catalog, 9),
         ("pilehouse (1 shared pass)", rate_ours, 5),
     ]
+    if bf16 is not None:
+        rows.append(("pilehouse, bfloat16 weights", windows / t_bf16, 5))
     print(f"\n{'method':38s} {'windows/s':>10s} {'vs naive':>9s} {'vs catalog loop':>16s} {'model GFLOP/s':>14s}")
     for name, rate, tokens in rows:
         print(f"{name:38s} {rate:10.1f} {rate / rate_naive:8.2f}x {rate / rate_catalog:15.2f}x "
@@ -116,6 +126,11 @@ def main() -> None:
           f"{2 * CATALOG_PARAMS * 9 * catalog_rate / 1e9:14.1f}")
     print(f"\nmax |js| difference: vs catalog loop {diff_catalog:.2e}, vs naive {diff_naive:.2e} "
           f"(the naive loop timed {len(picks)} windows)")
+    if bf16 is not None:
+        keep32 = (ours["p_long"] > 0.5) & (ours["js"] > 0.5)
+        keep16 = (bf16["p_long"] > 0.5) & (bf16["js"] > 0.5)
+        print(f"bfloat16 vs float32: max |p_long| difference {np.abs(bf16['p_long'] - ours['p_long']).max():.3f}, "
+              f"kept windows {int(keep16.sum())} vs {int(keep32.sum())} ({int((keep16 & keep32).sum())} in both)")
     print(f"at {rate_ours:.0f} windows/s this machine would scan the catalog's 112.5M tokens with "
           f"{model.name} in {CATALOG_TOKENS / rate_ours / 3600:.0f} h")
 
