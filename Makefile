@@ -91,10 +91,12 @@ PORT ?= 8765
 review: $(VENV)/.installed
 	$(BIN)/python -m python_udfs.review --db "$${PILEHOUSE_DB:-warehouse/pilehouse.duckdb}" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
 
-# Headless Chromium + chromedriver for the review page's browser test (Debian packages; CI runs as root).
+# Headless Chromium + chromedriver (browser tests of the review page and report) and tmux
+# (the shell's smoke test): Debian packages, installed when missing (CI runs as root).
 browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
-	  apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v tmux >/dev/null; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    chromium chromium-driver tmux; \
 	fi
 
 # Look around: harlequin (a SQL IDE in the terminal), dbt's docs site (lineage, every model

@@ -503,6 +503,42 @@ def ngram_catalog(wh: Warehouse, report: Report, top: int = 15) -> Section:
     return section
 
 
+def prompt_scan(wh: Warehouse, report: Report, colours: dict[str, str], top: int = 15) -> Section:
+    """Kept scan windows per 1,000 scanned, by cluster (prompt_scan_clusters), and the best tasks."""
+    section = Section("scan", "Prompt scan (one more token of context)")
+    if reason := wh.missing("prompt_scan_clusters", "prompt_scan"):
+        section.body = note(reason)
+        return section
+    _, rows = wh.rows("select model, cluster_id, main_source, windows_scanned, windows_kept, kept_per_1k_windows "
+                      "from prompt_scan_clusters where cluster_id is not null "
+                      "order by model, kept_per_1k_windows desc, cluster_id")
+    models = sorted({r[0] for r in rows})
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.2 * len(models) + 0.6), squeeze=False)
+    for ax, model in zip(axes[:, 0], models):
+        pts = [r for r in rows if r[0] == model]
+        x = np.arange(len(pts))
+        ax.bar(x, [float(r[5] or 0) for r in pts], color=[colours.get(r[2], "#999999") for r in pts])
+        ax.set_xticks(x, [str(r[1]) for r in pts], fontsize=7)
+        ax.set_xlabel("cluster")
+        ax.set_ylabel("kept per 1,000 windows")
+        ax.set_title(f"{model}: kept windows per 1,000 scanned, by cluster (colour = dominant source)", fontsize=11)
+        for src in sorted({r[2] for r in pts if r[2]}):
+            ax.bar([0], [0], color=colours.get(src, "#999999"), label=src)
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    section.body = report.figure(fig, "prompt_scan", "Kept scan windows per 1,000 scanned, by cluster")
+    section.figures.append("prompt_scan.png")
+    cols, best = wh.rows(
+        "select model, text, token_short, token_long, round(p_short, 3) as p_short, round(p_long, 3) as p_long, "
+        "round(js, 2) as js, cluster_id from prompt_scan where token_short <> token_long "
+        f"order by p_long desc, text limit {int(top)}")
+    section.body += (f"<h3>The {len(best)} most confident windows where the extra token changed the answer</h3>"
+                     "<p><code>text</code> shows the long prompt with its first token in brackets; the short "
+                     "prompt is the rest.</p>")
+    section.body += html_table(cols, best, code_columns=("text", "token_short", "token_long"))
+    return section
+
+
 def training(wh: Warehouse, report: Report) -> Section:
     """Loss against step for every run in training_steps (validation loss as markers)."""
     section = Section("training", "Training runs")
@@ -609,6 +645,7 @@ HINTS = {
     "source-mix": _BUILD,
     "cluster-map": _BUILD,
     "ngrams": "<code>dbt build</code> builds the catalog (alone: <code>dbt build --select tag:ngrams</code>).",
+    "scan": "<code>make scan</code> scans a slice of the warehouse (<code>dbt build --select tag:scan</code>).",
     "training": ("Train a model on a warehouse table: <code>python -m trainers.train --preset tiny "
                  "--dataset minipile</code>, or <code>make experiment</code>."),
     "eval": ("Score models with <code>python -m trainers.evaluate</code>, list the pairs in "
@@ -669,6 +706,7 @@ def build_report(db: str | Path, out: str | Path) -> Path:
             ("source-mix", "Source mix before and after distillation", lambda: source_mix(wh, report, colours)),
             ("cluster-map", "Map of the clusters", lambda: cluster_map(wh, report, colours)),
             ("ngrams", "N-gram catalog (GPT-NeoX token ids)", lambda: ngram_catalog(wh, report)),
+            ("scan", "Prompt scan (one more token of context)", lambda: prompt_scan(wh, report, colours)),
             ("training", "Training runs", lambda: training(wh, report)),
             ("eval", "Evaluation: model B against model A", lambda: eval_comparison(wh, report)),
         ]

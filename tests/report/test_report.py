@@ -24,8 +24,8 @@ from python_udfs import report
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SECTIONS = ["headline", "cluster-sizes", "source-mix", "cluster-map", "ngrams", "training", "eval"]
-FIGURES = ["cluster_sizes.png", "source_mix.png", "cluster_map.png", "ngrams.png",
+SECTIONS = ["headline", "cluster-sizes", "source-mix", "cluster-map", "ngrams", "scan", "training", "eval"]
+FIGURES = ["cluster_sizes.png", "source_mix.png", "cluster_map.png", "ngrams.png", "prompt_scan.png",
            "training_loss.png", "eval_comparison.png"]
 SOURCES = ["Pile-CC", "ArXiv", "Github", "FreeLaw"]
 
@@ -101,6 +101,20 @@ def make_warehouse(path: Path, *, full: bool = True) -> Path:
             from range(1, 201) s(step), (values ('exp-tiny-minipile', 0.1), ('exp-tiny-documents', 0.0)) r(run_id, off)
         """)
         con.execute("""
+            create table prompt_scan as select * from (values
+                ('SmolLM2-135M-Instruct', '[,] Pluto is made primarily', ' by', ' of', 0.22, 0.99, 4.19, 3),
+                ('SmolLM2-135M-Instruct', '[It]''s got everything going', ' on', ' for', 0.26, 0.97, 2.74, 5),
+                ('SmolLM2-135M-Instruct', '[2]3-year-', 'old', 'old', 0.29, 0.94, 1.89, 5))
+            t(model, text, token_short, token_long, p_short, p_long, js, cluster_id)
+        """)
+        con.execute("""
+            create table prompt_scan_clusters as select * from (values
+                ('SmolLM2-135M-Instruct', 3, 'Pile-CC', 200, 4, 20.0),
+                ('SmolLM2-135M-Instruct', 5, 'ArXiv', 100, 2, 20.0),
+                ('SmolLM2-135M-Instruct', 7, 'ArXiv', 100, 0, 0.0))
+            t(model, cluster_id, main_source, windows_scanned, windows_kept, kept_per_1k_windows)
+        """)
+        con.execute("""
             create table eval_scores as
             select * from (values ('exp-tiny-minipile', 'arc_easy', 'acc', 0.25, 0.09, 20, 0)) t(model, task, metric,
                 value, stderr, n, num_fewshot)
@@ -158,6 +172,8 @@ def test_full_report_has_every_section_and_is_self_contained(tmp_path: Path) -> 
     # tokens shown with visible whitespace (and escaped: no raw newline inside <code>)
     assert "\u2423the\u2423United\u2423States0" in page
     assert "exp-tiny-minipile better" in page
+    # the scan's table lists tasks whose answer changed, not those that only sharpened
+    assert "Pluto" in page and "3-year" not in page
 
 
 def test_missing_and_empty_tables_are_reported_not_fatal(tmp_path: Path) -> None:
