@@ -191,3 +191,18 @@ def test_scan_documents_rows_thresholds_and_resume(tiny, tmp_path, monkeypatch):
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="cannot load causal LM"):
         load_scan_model(str(tmp_path / "no-such-model"), device="cpu")
+
+
+def test_same_numbers_whatever_the_threads_or_batch_size(smollm2):
+    """Determinism: the scan's table must not depend on torch's thread count or the batch size."""
+    sequences = [a[:48] for a in smollm2.encode_batch(TEXTS)]
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n_threads, batch_size in ((1, 7), (2, 256)):
+            torch.set_num_threads(n_threads)
+            results.append(scan_windows(smollm2.lm, sequences, batch_size=batch_size))
+    finally:
+        torch.set_num_threads(threads)
+    for k in METRICS:
+        np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
