@@ -206,3 +206,24 @@ def test_same_numbers_whatever_the_threads_or_batch_size(smollm2):
         torch.set_num_threads(threads)
     for k in METRICS:
         np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
+def test_cli_scans_a_slice_of_the_warehouse(tiny, tmp_path, capsys):
+    import duckdb
+
+    db = tmp_path / "wh.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table documents as select * from (values (1, 'BBC News', ?), (2, 'Wikipedia', ?), "
+                    "(3, 'BBC News', ?)) t(doc_id, source, text)", [TEXTS[4], TEXTS[0], TEXTS[2]])
+        con.execute("create table cluster_assignments as select * from (values (1, 4), (2, 5), (3, 4)) "
+                    "t(doc_id, cluster_id)")
+    prompt_scan.main(["--model", tiny.source, "--device", "cpu", "--db", str(db),
+                      "--lake", str(tmp_path / "lake"), "--where", "d.source = 'BBC News'", "--docs", "0",
+                      "--min-p-long", "-1", "--min-js", "-1", "--show", "3"])
+    out = capsys.readouterr().out
+    assert "2 documents in 1 parts (0 reused)" in out and "dbt build --select tag:scan" in out
+    rows = pq.read_table(tmp_path / "lake" / "scan" / "tiny-neox" / "part-000000.parquet").to_pylist()
+    assert {r["doc_id"] for r in rows} == {1, 3} and {r["cluster_id"] for r in rows} == {4}
+    with pytest.raises(SystemExit):
+        prompt_scan.main(["--db", str(tmp_path / "missing.duckdb")])
+    assert "run `make minipile` first" in capsys.readouterr().err
