@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_udfs.review import seed
 from python_udfs.review.quotas import QuotaPreview, cluster_quotas
-from python_udfs.review.warehouse import Overview, Warehouse, WarehouseUnavailable, project_total
+from python_udfs.review.warehouse import Overview, Warehouse, WarehouseUnavailable, project_total, scan_tasks
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 16_384
@@ -309,6 +309,7 @@ def create_app(config: ReviewConfig) -> FastAPI:
             "quota": quota, "built_quota": (overview.built_quotas or {}).get(cluster_id),
             "preview": quota_preview, "total_origin": total_origin,
             "examples": examples, "offset": offset, "order": order, "per_page": EXAMPLES_PER_PAGE,
+            "scan_tasks": scan_tasks(warehouse, cluster_id),
             "previous_id": ids[position - 1] if position > 0 else None,
             "next_id": ids[position + 1] if position + 1 < len(ids) else None,
             "error": error, "form": form or {}, "done": done,

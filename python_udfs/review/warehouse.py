@@ -220,6 +220,19 @@ class Warehouse:
         return [Example(*row) for row in rows]
 
 
+def scan_tasks(warehouse: Warehouse, cluster_id: int, limit: int = 10) -> list[tuple]:
+    """The cluster's most confident prompt-scan tasks (model, text, token_short, token_long, p_short,
+    p_long), or nothing when no scan was built (`make scan`)."""
+    with warehouse.connect() as con:
+        if "prompt_scan" not in warehouse.tables(con):
+            return []
+        return con.execute("""
+            select model, text, token_short, token_long, p_short, p_long
+            from prompt_scan where cluster_id = ?
+            order by p_long desc, model, text limit ?
+        """, [cluster_id, limit]).fetchall()
+
+
 def project_2d(centroids: list) -> tuple[np.ndarray, tuple[float, float]]:
     """PCA of the centroids to 2-D (deterministic: full SVD), with the explained variance ratios."""
     if not centroids:

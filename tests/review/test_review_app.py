@@ -260,3 +260,25 @@ def test_the_cli_refuses_0000_with_a_clear_message(tmp_path):
     result = run_cli("--db", str(tmp_path / "missing.duckdb"))
     assert result.returncode == 1
     assert "does not exist: run `make minipile` first" in result.stderr
+
+
+def test_cluster_page_lists_its_prompt_scan_tasks(tiny_warehouse, seeds_dir, tmp_path):
+    """When a scan was built (`make scan`), a cluster's page shows the tasks found in its documents."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    db = tmp_path / "with_scan.duckdb"
+    shutil.copy(tiny_warehouse, db)
+    with duckdb.connect(str(db)) as con:
+        con.execute("""create table prompt_scan as select * from (values
+            ('SmolLM2-135M-Instruct', '[,] Pluto is made primarily', ' by', ' of', 0.22, 0.99, 1),
+            ('SmolLM2-135M-Instruct', '[ the] 23-', '2', 'year', 0.24, 0.81, 1),
+            ('SmolLM2-135M-Instruct', '[We] would however like you', ' can', ' to', 0.12, 0.97, 2))
+            t(model, text, token_short, token_long, p_short, p_long, cluster_id)""")
+    with TestClient(create_app(ReviewConfig(db=db, seeds_dir=seeds_dir, root=ROOT))) as client:
+        page = client.get("/cluster/1").text
+        assert 'id="scan-tasks"' in page
+        assert page.index("Pluto is made primarily") < page.index("[ the] 23-")  # by p_long
+        assert "would however" not in page  # cluster 2's
+        assert 'id="scan-tasks"' not in client.get("/cluster/3").text
