@@ -161,17 +161,19 @@ def load_scan_model(model: str = "smollm2", device: str | None = None, dtype: st
     except OSError as err:
         raise RuntimeError(f"cannot load causal LM {model!r}: a local folder or GGUF file works offline, "
                            f"hub names need internet ({err})") from err
-    try:
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    bare = not gguf_file and Path(folder).is_dir() and not any((Path(folder) / f).exists() for f in tokenizer_files)
+    if bare:  # a checkpoint folder saved without its tokenizer: GPT-NeoX ids if its vocabulary covers them
+        from python_udfs import neox
+
+        if lm.get_input_embeddings().num_embeddings < neox.VOCAB_SIZE:
+            raise RuntimeError(f"{model!r} has no tokenizer files and does not cover the GPT-NeoX vocabulary")
+        encode_batch, decode = neox.encode_batch, neox.decode
+        tokenizer_name = "EleutherAI/gpt-neox-20b"
+    else:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         encode_batch, decode = _hf_codec(tokenizer)
         tokenizer_name = f"{default_name} (GGUF)" if gguf_file else str(tokenizer.name_or_path)
-    except (OSError, ValueError):
-        from python_udfs import neox  # a bare GPT-NeoX-vocabulary checkpoint without its tokenizer
-
-        if lm.get_input_embeddings().num_embeddings < neox.VOCAB_SIZE:
-            raise
-        encode_batch, decode = neox.encode_batch, neox.decode
-        tokenizer_name = "EleutherAI/gpt-neox-20b"
     lm = lm.to(device).eval()
     return ScanModel(name=name or default_name, tokenizer_name=tokenizer_name, lm=lm,
                      encode_batch=encode_batch, decode=decode,
@@ -311,24 +313,37 @@ def _fingerprint(salt: str, doc_ids: Sequence[int], cluster_ids: Sequence, texts
     return digest.hexdigest()
 
 
-def kept_rows(scan_model: ScanModel, sequences: Sequence[np.ndarray], metrics: dict, settings: ScanSettings,
-              seq_ids: Sequence[int], doc_ids: Sequence, cluster_ids: Sequence) -> pa.Table:
+#: Where windows came from: (seq_index, position) arrays -> (doc_id, cluster_id) arrays (None: unknown).
+Locate = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class PartInput:
+    """One part to scan: its sequences, their ids, and how to find each window's document."""
+
+    seq_ids: list[int]
+    sequences: list[np.ndarray]
+    locate: Locate
+
+
+def kept_rows(scan_model: ScanModel, part: PartInput, metrics: dict, settings: ScanSettings) -> pa.Table:
     """The kept windows of one part as a table (the catalog's columns and where each came from)."""
     keep = (metrics["p_long"] > settings.min_p_long) & (metrics["js"] > settings.min_js)
     idx = np.nonzero(keep)[0]
+    doc_ids, cluster_ids = part.locate(metrics["seq_index"][idx], metrics["position"][idx])
     width = settings.seq_len + 1
     decode = scan_model.decode
     rows: dict[str, list] = {name: [] for name in SCHEMA.names}
-    for i in idx:
+    for n, i in enumerate(idx):
         s, pos = int(metrics["seq_index"][i]), int(metrics["position"][i])
-        ids = sequences[s]
+        ids = part.sequences[s]
         long_ids = [int(t) for t in ids[pos: pos + width]]
         nxt = int(ids[pos + width]) if pos + width < len(ids) else None
         rows["model"].append(scan_model.name)
         rows["tokenizer"].append(scan_model.tokenizer_name)
-        rows["seq_id"].append(int(seq_ids[s]))
-        rows["doc_id"].append(None if doc_ids[s] is None else int(doc_ids[s]))
-        rows["cluster_id"].append(None if cluster_ids[s] is None else int(cluster_ids[s]))
+        rows["seq_id"].append(int(part.seq_ids[s]))
+        rows["doc_id"].append(None if doc_ids[n] is None else int(doc_ids[n]))
+        rows["cluster_id"].append(None if cluster_ids[n] is None else int(cluster_ids[n]))
         rows["position"].append(pos)
         rows["text"].append("[" + decode(long_ids[:1]) + "]" + decode(long_ids[1:]))
         rows["token_short"].append(decode([int(metrics["short_max_id"][i])]))
@@ -343,6 +358,49 @@ def kept_rows(scan_model: ScanModel, sequences: Sequence[np.ndarray], metrics: d
     return pa.table(rows, schema=SCHEMA)
 
 
+def _windows_per_document(part: PartInput, metrics: dict) -> tuple[dict[str, int], dict[str, object]]:
+    """Windows scanned per document (None when unknown) and each document's cluster, for the metadata."""
+    doc_ids, cluster_ids = part.locate(metrics["seq_index"], metrics["position"])
+    windows: dict[str, int] = {}
+    clusters: dict[str, object] = {}
+    for doc_id, cluster_id in zip(doc_ids, cluster_ids):
+        key = "null" if doc_id is None else str(int(doc_id))
+        windows[key] = windows.get(key, 0) + 1
+        clusters[key] = None if cluster_id is None else int(cluster_id)
+    return windows, clusters
+
+
+def _scan_parts(scan_model: ScanModel, stamps: list[str], load: Callable[[int], PartInput], out_dir: Path,
+                settings: ScanSettings, progress: bool, extra: Callable[[PartInput], dict] | None = None) -> dict:
+    """Scan every part whose file is missing or stale; write each part's kept windows atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [i for i, stamp in enumerate(stamps) if existing_fingerprint(out_dir / f"part-{i:06d}.parquet") != stamp]
+    stats = {"parts": len(stamps), "reused_parts": len(stamps) - len(todo), "windows": 0, "kept": 0}
+    bar = _tqdm(desc=f"scan {scan_model.name}", unit="window", total=None) if progress and todo else None
+    for i in todo:
+        part = load(i)
+        if bar is not None:
+            bar.total = (bar.total or 0) + sum(max(0, len(a) - settings.seq_len) for a in part.sequences)
+            bar.refresh()
+        metrics = scan_windows(scan_model.lm, part.sequences, settings.seq_len, settings.batch_size,
+                               on_batch=bar.update if bar is not None else None)
+        table = kept_rows(scan_model, part, metrics, settings)
+        windows, clusters = _windows_per_document(part, metrics)
+        # documents without a window (too short) are still scanned documents
+        for key, value in (extra(part) if extra else {}).items():
+            windows.setdefault(key, 0)
+            clusters.setdefault(key, value)
+        meta = {SCANNED_KEY: json.dumps({"model": scan_model.name, "windows": windows, "clusters": clusters}).encode()}
+        write_atomic(table.replace_schema_metadata(meta), out_dir / f"part-{i:06d}.parquet", stamps[i])
+        stats["windows"] += len(metrics["p_long"])
+        stats["kept"] += table.num_rows
+    if bar is not None:
+        bar.close()
+    remove_stale(out_dir, len(stamps))
+    return stats
+
+
 def scan_documents(scan_model: ScanModel, doc_ids: Sequence[int], texts: Sequence[str],
                    cluster_ids: Sequence | None, out_dir: Path, settings: ScanSettings | None = None,
                    progress: bool = True) -> dict:
@@ -353,40 +411,95 @@ def scan_documents(scan_model: ScanModel, doc_ids: Sequence[int], texts: Sequenc
     and how many parts were reused.
     """
     settings = settings or ScanSettings()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    doc_ids = list(doc_ids)
     cluster_ids = list(cluster_ids) if cluster_ids is not None else [None] * len(doc_ids)
     salt = settings.salt(scan_model)
     parts = [slice(i, i + settings.part_docs) for i in range(0, len(doc_ids), settings.part_docs)]
     stamps = [_fingerprint(salt, doc_ids[p], cluster_ids[p], texts[p]) for p in parts]
-    todo = [i for i, stamp in enumerate(stamps)
-            if existing_fingerprint(out_dir / f"part-{i:06d}.parquet") != stamp]
-    stats = {"parts": len(parts), "reused_parts": len(parts) - len(todo), "documents": len(doc_ids),
-             "windows": 0, "kept": 0}
-    bar = None
-    if progress and todo:
-        bar = _tqdm(desc=f"scan {scan_model.name}", unit="window", total=None)
-    for i in todo:
+
+    def load(i: int) -> PartInput:
         part = parts[i]
         ids = scan_model.encode_batch(list(texts[part]))
         if settings.max_tokens:
             ids = [a[: settings.max_tokens] for a in ids]
-        if bar is not None:
-            bar.total = (bar.total or 0) + sum(max(0, len(a) - settings.seq_len) for a in ids)
-            bar.refresh()
-        metrics = scan_windows(scan_model.lm, ids, settings.seq_len, settings.batch_size,
-                               on_batch=bar.update if bar is not None else None)
-        table = kept_rows(scan_model, ids, metrics, settings, doc_ids[part], doc_ids[part], cluster_ids[part])
-        scanned = {str(d): max(0, len(a) - settings.seq_len) for d, a in zip(doc_ids[part], ids)}
-        clusters = {str(d): c for d, c in zip(doc_ids[part], cluster_ids[part])}
-        meta = {SCANNED_KEY: json.dumps({"model": scan_model.name, "windows": scanned, "clusters": clusters}).encode()}
-        write_atomic(table.replace_schema_metadata(meta), out_dir / f"part-{i:06d}.parquet", stamps[i])
-        stats["windows"] += sum(scanned.values())
-        stats["kept"] += table.num_rows
-    if bar is not None:
-        bar.close()
-    remove_stale(out_dir, len(parts))
-    return stats
+        docs = np.array(doc_ids[part], dtype=object)
+        clusters = np.array(cluster_ids[part], dtype=object)
+        return PartInput(list(doc_ids[part]), ids, lambda s, _p: (docs[s], clusters[s]))
+
+    def every_document(part: PartInput) -> dict:
+        by_doc = dict(zip(doc_ids, cluster_ids))
+        return {str(d): by_doc[d] for d in part.seq_ids}
+
+    stats = _scan_parts(scan_model, stamps, load, out_dir, settings, progress, extra=every_document)
+    return {**stats, "documents": len(doc_ids)}
+
+
+class DocumentIndex:
+    """Where each position of the packed token stream comes from (``python_udfs.ngrams.pack_sequences``).
+
+    Documents are packed in ``doc_id`` order, each followed by one end-of-text token, and
+    the stream is cut every ``packed_len`` tokens; position ``p`` of sequence ``s`` is
+    stream offset ``s * packed_len + p``.
+    """
+
+    def __init__(self, doc_ids: Sequence[int], n_tokens: Sequence[int], packed_len: int,
+                 cluster_of: dict[int, int] | None = None) -> None:
+        order = np.argsort(np.asarray(doc_ids, dtype=np.int64), kind="stable")
+        self.doc_ids = np.asarray(doc_ids, dtype=np.int64)[order]
+        lengths = np.asarray(n_tokens, dtype=np.int64)[order] + 1  # + its EOS
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.packed_len = int(packed_len)
+        self.cluster_of = cluster_of or {}
+
+    def locate(self, seq_ids: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.asarray(seq_ids, dtype=np.int64) * self.packed_len + np.asarray(positions, dtype=np.int64)
+        index = np.searchsorted(self.starts, offsets, side="right") - 1
+        docs = self.doc_ids[np.clip(index, 0, len(self.doc_ids) - 1)]
+        clusters = np.array([self.cluster_of.get(int(d)) for d in docs], dtype=object)
+        return docs.astype(object), clusters
+
+
+def is_neox_tokenizer(scan_model: ScanModel) -> bool:
+    """Does the model write prompts in GPT-NeoX ids (Pythia, pilehouse checkpoints)?"""
+    from python_udfs import neox
+
+    probe = ["Hello world, the quick brown fox\n\tdef f(x): return x**2  # café 1990s"]
+    return [int(t) for t in scan_model.encode_batch(probe)[0]] == [int(t) for t in neox.encode_batch(probe)[0]]
+
+
+def scan_token_sequences(scan_model: ScanModel, seq_ids: Sequence[int], sequences: Sequence[np.ndarray],
+                         index: DocumentIndex, out_dir: Path, settings: ScanSettings | None = None,
+                         progress: bool = True) -> dict:
+    """Scan packed GPT-NeoX token sequences (the n-gram catalog's ``token_sequences``), as the catalog did.
+
+    Windows run over each sequence's first ``max_tokens`` tokens and may span a document
+    boundary (through its end-of-text token), like the catalog's; a window's ``doc_id`` is
+    the document of the long prompt's last token. Needs a model with the GPT-NeoX tokenizer.
+    """
+    settings = settings or ScanSettings()
+    if not is_neox_tokenizer(scan_model):
+        raise ValueError(f"token_sequences hold GPT-NeoX ids, but {scan_model.name} writes prompts with "
+                         f"another tokenizer ({scan_model.tokenizer_name}); scan documents instead")
+    seq_ids = [int(s) for s in seq_ids]
+    sequences = [np.asarray(a[: settings.max_tokens] if settings.max_tokens else a, dtype=np.int64)
+                 for a in sequences]
+    salt = settings.salt(scan_model) + f":packed{index.packed_len}"
+    parts = [slice(i, i + settings.part_docs) for i in range(0, len(seq_ids), settings.part_docs)]
+    stamps = []
+    for part in parts:
+        digest = hashlib.sha1(salt.encode())
+        for seq_id, ids in zip(seq_ids[part], sequences[part]):
+            digest.update(f"{seq_id}:{len(ids)}:".encode() + ids.tobytes())
+        stamps.append(digest.hexdigest())
+    last = settings.seq_len  # the long prompt's last token is at position + seq_len
+
+    def load(i: int) -> PartInput:
+        ids = seq_ids[parts[i]]
+        return PartInput(ids, sequences[parts[i]],
+                         lambda s, p: index.locate(np.asarray(ids, dtype=np.int64)[s], p + last))
+
+    stats = _scan_parts(scan_model, stamps, load, out_dir, settings, progress)
+    return {**stats, "sequences": len(seq_ids)}
 
 
 def scanned_windows(scan_dir: Path) -> pa.Table:
@@ -399,7 +512,7 @@ def scanned_windows(scan_dir: Path) -> pa.Table:
         info = json.loads(meta)
         for doc, n in info["windows"].items():
             rows["model"].append(info["model"])
-            rows["doc_id"].append(int(doc))
+            rows["doc_id"].append(None if doc == "null" else int(doc))
             rows["cluster_id"].append(info["clusters"].get(doc))
             rows["windows"].append(int(n))
     return pa.table(rows, schema=pa.schema([("model", pa.string()), ("doc_id", pa.int64()),
@@ -413,6 +526,22 @@ def slice_query(relation_documents: str, relation_assignments: str | None, where
     limit = f"limit {int(docs)}" if docs and int(docs) > 0 else ""
     return (f"select d.doc_id, {cluster} as cluster_id, d.text from {relation_documents} d {join} "
             f"where {where or 'true'} order by hash(d.doc_id, {int(seed)}), d.doc_id {limit}")
+
+
+def sequence_query(relation_sequences: str, where: str, n: int, seed: int) -> str:
+    """Packed token sequences to scan: ``where`` over sequences s; ``n`` of them in seeded hash order."""
+    limit = f"limit {int(n)}" if n and int(n) > 0 else ""
+    return (f"select s.seq_id, s.tokens from {relation_sequences} s where {where or 'true'} "
+            f"order by hash(s.seq_id, {int(seed)}), s.seq_id {limit}")
+
+
+def fetch_sequences(relation) -> tuple[list[int], list[np.ndarray]]:
+    """(seq_ids, token arrays) from a DuckDB relation with columns seq_id, tokens."""
+    seq_ids, sequences = [], []
+    for seq_id, tokens in _iter_rows(relation.fetch_record_batch(256)):
+        seq_ids.append(int(seq_id))
+        sequences.append(np.asarray(tokens, dtype=np.int64))
+    return seq_ids, sequences
 
 
 def _iter_rows(reader) -> Iterator[tuple]:

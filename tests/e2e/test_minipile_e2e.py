@@ -360,3 +360,29 @@ def test_prompt_scan_by_tag_with_smollm2(build_one_thread, tmp_path):
     assert scanned[1] == 8 and per_cluster[0] == scanned[0] and per_cluster[1] == 8
     assert per_cluster[2] == kept_all[0][0] >= len(rows)
     assert ("Python stdlib (code)",) not in sources
+
+
+def test_prompt_scan_over_packed_token_sequences(build_one_thread, tiny_neox_checkpoint, tmp_path):
+    """scan_source token_sequences: the n-gram catalog's packed NeoX sequences, each window traced to its document."""
+    project, env = project_copy(build_one_thread, tmp_path)
+    scan_vars = {"scan_source": "token_sequences", "scan_model": str(tiny_neox_checkpoint), "scan_docs": 3,
+                 "scan_max_tokens": 64, "scan_min_p_long": -1, "scan_min_js": -1, "scan_part_docs": 2}
+    result = dbt(["build", "--select", "tag:scan"], env, project=project, extra_vars=scan_vars)
+    assert "3 token sequences in 2 parts (0 reused); 180 windows scanned now" in result.stdout
+    with duckdb.connect(env["PILEHOUSE_DB"], read_only=True) as con:
+        rows = con.sql("select seq_id, position, long_ids, doc_id, cluster_id, model from prompt_scan").fetchall()
+        docs = {d: (n, list(t)) for d, n, t in con.sql("select doc_id, n_tokens, tokens from document_tokens "
+                                                        "order by doc_id").fetchall()}
+        clusters = dict(con.sql("select doc_id, cluster_id from cluster_assignments").fetchall())
+        packed_len = con.sql("select max(len(tokens)) from token_sequences").fetchall()[0][0]
+        scanned = con.sql("select sum(windows) from int_prompt_scan_windows where model = 'tiny-neox'").fetchall()
+    assert rows and {r[5] for r in rows} == {"tiny-neox"} and scanned[0][0] == 180
+    starts, at = {}, 0
+    for doc_id, (n, _) in docs.items():
+        starts[doc_id] = at
+        at += n + 1
+    for seq_id, position, long_ids, doc_id, cluster_id, _ in rows:
+        offset = seq_id * packed_len + position + 4 - starts[doc_id]  # the long prompt's last token
+        n, tokens = docs[doc_id]
+        assert 0 <= offset <= n and long_ids[-1] == (tokens[offset] if offset < n else 0)
+        assert cluster_id == clusters[doc_id]

@@ -20,10 +20,12 @@ pytest.importorskip("transformers")
 from python_udfs import prompt_scan  # noqa: E402
 from python_udfs.prompt_scan import (  # noqa: E402
     METRICS,
+    DocumentIndex,
     ScanSettings,
     load_scan_model,
     naive_window_metrics,
     scan_documents,
+    scan_token_sequences,
     scan_windows,
     scanned_windows,
     window_metrics,
@@ -227,3 +229,48 @@ def test_cli_scans_a_slice_of_the_warehouse(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit):
         prompt_scan.main(["--db", str(tmp_path / "missing.duckdb")])
     assert "run `make minipile` first" in capsys.readouterr().err
+
+
+def packed(docs: list[np.ndarray], packed_len: int) -> list[np.ndarray]:
+    """pack_sequences' layout: documents in doc_id order, each followed by EOS (0), cut every packed_len."""
+    stream = np.concatenate([np.append(d, 0) for d in docs])
+    return [stream[i: i + packed_len] for i in range(0, len(stream), packed_len)]
+
+
+def test_document_index_locates_every_position_of_the_packed_stream():
+    rng = np.random.default_rng(1)
+    lengths = [0, 3, 17, 1, 40, 9]
+    doc_ids = [5, 8, 9, 12, 20, 21]
+    docs = [rng.integers(1, 50000, n) for n in lengths]
+    index = DocumentIndex(doc_ids[::-1], lengths[::-1], packed_len=16, cluster_of={8: 2, 20: 3})
+    owner = np.concatenate([[d] * (n + 1) for d, n in zip(doc_ids, lengths)])  # each token's document
+    sequences = packed(docs, 16)
+    seq = np.concatenate([[s] * len(a) for s, a in enumerate(sequences)])
+    pos = np.concatenate([np.arange(len(a)) for a in sequences])
+    found, clusters = index.locate(seq, pos)
+    assert [int(d) for d in found] == owner.tolist()
+    assert clusters[list(owner).index(20)] == 3 and clusters[0] is None
+
+
+def test_scan_token_sequences_follows_documents_across_the_packing(tiny, smollm2, tmp_path):
+    texts = TEXTS[:3]
+    docs = tiny.encode_batch(texts)
+    sequences = packed(docs, 32)
+    index = DocumentIndex([10, 11, 12], [len(d) for d in docs], packed_len=32, cluster_of={10: 1, 11: 2, 12: 3})
+    everything = ScanSettings(min_p_long=-1.0, min_js=-1.0, max_tokens=0, part_docs=2)
+    stats = scan_token_sequences(tiny, list(range(len(sequences))), sequences, index, tmp_path / "seq", everything,
+                                 progress=False)
+    assert stats["windows"] == stats["kept"] == sum(len(s) - 4 for s in sequences)
+    rows = pq.read_table(sorted((tmp_path / "seq").glob("part-*.parquet"))).to_pylist()
+    stream = np.concatenate([np.append(d, 0) for d in docs])
+    starts = {10: 0, 11: len(docs[0]) + 1, 12: len(docs[0]) + len(docs[1]) + 2}
+    for r in rows:
+        offset = r["seq_id"] * 32 + r["position"]
+        assert r["long_ids"] == stream[offset: offset + 5].tolist()
+        last = offset + 4  # the long prompt's last token belongs to doc_id
+        assert starts[r["doc_id"]] <= last <= starts[r["doc_id"]] + len(docs[r["doc_id"] - 10])
+        assert r["cluster_id"] == r["doc_id"] - 9
+    counts = scanned_windows(tmp_path).to_pylist()
+    assert sum(c["windows"] for c in counts) == stats["windows"]
+    with pytest.raises(ValueError, match="another tokenizer"):
+        scan_token_sequences(smollm2, [0], sequences[:1], index, tmp_path / "no", everything, progress=False)

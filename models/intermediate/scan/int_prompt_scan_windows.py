@@ -1,5 +1,10 @@
 """Windows scanned per (model, document): runs the prompt scanner, then reads every model's parts.
 
+scan_source picks what is scanned: `documents` (default; each document's first
+scan_max_tokens tokens in the model's own tokenizer, any model) or `token_sequences` (the
+n-gram catalog's packed GPT-NeoX sequences, as the published catalog scanned the Pile;
+GPT-NeoX-tokenizer models only: Pythia, pilehouse checkpoints).
+
 Tagged `scan`: a plain `dbt build` skips it (selectors.yml); `dbt build --select tag:scan`
 scans the scan_* vars' slice of the warehouse with the scan_model var's model and writes
 the kept windows as resumable parquet parts under `{lake_dir}/scan/<model>/`. A rerun
@@ -11,11 +16,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from python_udfs.prompt_scan import (
+    DocumentIndex,
     ScanSettings,
+    fetch_sequences,
     fetch_slice,
     load_scan_model,
     scan_documents,
+    scan_token_sequences,
     scanned_windows,
+    sequence_query,
     slice_query,
 )
 from python_udfs.settings import none_if_blank
@@ -25,6 +34,8 @@ def model(dbt, session):
     dbt.config(materialized="table", tags=["scan"])
     # Direct dbt.config.get calls only: dbt finds the keys a Python model reads by parsing these.
     lake_dir = dbt.config.get("lake_dir")
+    scan_source = dbt.config.get("scan_source")
+    packed_len = dbt.config.get("ngram_seq_len")
     seed = dbt.config.get("seed")
     scan_model_name = dbt.config.get("scan_model")
     scan_where = dbt.config.get("scan_where")
@@ -40,14 +51,30 @@ def model(dbt, session):
 
     documents = dbt.ref("documents")
     assignments = dbt.ref("cluster_assignments")
+    sequences = dbt.ref("token_sequences")
+    document_tokens = dbt.ref("document_tokens")
+    if scan_source not in ("documents", "token_sequences"):
+        raise ValueError(f"scan_source must be 'documents' or 'token_sequences', not {scan_source!r}")
+    n_items, order_seed = required_int(scan_docs, "scan_docs"), required_int(seed, "seed")
     documents.create_view("_scan_documents", replace=True)
     assignments.create_view("_scan_assignments", replace=True)
-    query = slice_query("_scan_documents", "_scan_assignments", scan_where, required_int(scan_docs, "scan_docs"),
-                        required_int(seed, "seed"))
-    doc_ids, cluster_ids, texts = fetch_slice(session.sql(query))
+    if scan_source == "documents":
+        query = slice_query("_scan_documents", "_scan_assignments", scan_where, n_items, order_seed)
+        doc_ids, cluster_ids, texts = fetch_slice(session.sql(query))
+        if not doc_ids:
+            raise ValueError(f"scan_where {scan_where!r} matches no documents")
+    else:
+        sequences.create_view("_scan_sequences", replace=True)
+        seq_ids, seq_tokens = fetch_sequences(session.sql(sequence_query("_scan_sequences", scan_where, n_items,
+                                                                          order_seed)))
+        if not seq_ids:
+            raise ValueError(f"scan_where {scan_where!r} matches no token_sequences")
+        lengths = document_tokens.select("doc_id, n_tokens").order("doc_id").fetchall()
+        clusters = dict(session.sql("select doc_id, cluster_id from _scan_assignments").fetchall())
+        index = DocumentIndex([r[0] for r in lengths], [r[1] for r in lengths],
+                              required_int(packed_len, "ngram_seq_len"), clusters)
+        session.sql("drop view _scan_sequences")
     session.sql("drop view _scan_documents; drop view _scan_assignments")
-    if not doc_ids:
-        raise ValueError(f"scan_where {scan_where!r} matches no documents")
     scan_model = load_scan_model(scan_model_name, device=none_if_blank(scan_device), dtype=none_if_blank(scan_dtype))
     settings = ScanSettings(
         seq_len=required_int(scan_seq_len, "scan_seq_len"), min_p_long=float(scan_min_p_long),
@@ -56,8 +83,13 @@ def model(dbt, session):
         part_docs=required_int(scan_part_docs, "scan_part_docs"),
     )
     scan_dir = Path(lake_dir) / "scan"
-    stats = scan_documents(scan_model, doc_ids, texts, cluster_ids, scan_dir / scan_model.slug, settings)
-    print(f"scan {scan_model.name}: {stats['documents']} documents in {stats['parts']} parts "
+    if scan_source == "documents":
+        stats = scan_documents(scan_model, doc_ids, texts, cluster_ids, scan_dir / scan_model.slug, settings)
+        what = f"{stats['documents']} documents"
+    else:
+        stats = scan_token_sequences(scan_model, seq_ids, seq_tokens, index, scan_dir / scan_model.slug, settings)
+        what = f"{stats['sequences']} token sequences"
+    print(f"scan {scan_model.name}: {what} in {stats['parts']} parts "
           f"({stats['reused_parts']} reused); {stats['windows']} windows scanned now, {stats['kept']} kept")
     table: pa.Table = scanned_windows(scan_dir)
     return table
