@@ -334,6 +334,9 @@ def test_prompt_scan_by_tag_with_smollm2(build_one_thread, tmp_path):
     listed = run([str(BIN / "dbt"), "ls", "--resource-type", "model", "--project-dir", str(project),
                   "--profiles-dir", str(project)], env, cwd=project).stdout
     assert "prompt_scan" not in listed and "int_prompt_scan_windows" not in listed
+    downstream = run([str(BIN / "dbt"), "ls", "--select", "cluster_exclusions+", "--project-dir", str(project),
+                      "--profiles-dir", str(project)], env, cwd=project).stdout
+    assert "minipile" in downstream and "scan" not in downstream  # editing the seed never scans
     env["PILEHOUSE_LAKE"] = str(tmp_path / "lake")  # a fresh scan folder; the corpus parts are not needed
     scan_vars = {"scan_docs": 8, "scan_max_tokens": 96, "scan_part_docs": 4,
                  "scan_where": "d.source <> 'Python stdlib (code)'"}

@@ -51,8 +51,6 @@ def model(dbt, session):
 
     documents = dbt.ref("documents")
     assignments = dbt.ref("cluster_assignments")
-    sequences = dbt.ref("token_sequences")
-    document_tokens = dbt.ref("document_tokens")
     if scan_source not in ("documents", "token_sequences"):
         raise ValueError(f"scan_source must be 'documents' or 'token_sequences', not {scan_source!r}")
     n_items, order_seed = required_int(scan_docs, "scan_docs"), required_int(seed, "seed")
@@ -64,16 +62,20 @@ def model(dbt, session):
         if not doc_ids:
             raise ValueError(f"scan_where {scan_where!r} matches no documents")
     else:
-        sequences.create_view("_scan_sequences", replace=True)
-        seq_ids, seq_tokens = fetch_sequences(session.sql(sequence_query("_scan_sequences", scan_where, n_items,
+        # token_sequences and document_tokens are read by name, not ref'd: a ref would put the scan
+        # downstream of minipile (ngram_source may be minipile), so `cluster_exclusions+` would scan.
+        tables = {r[0] for r in session.sql("select table_name from information_schema.tables").fetchall()}
+        if not {"token_sequences", "document_tokens"} <= tables:
+            raise ValueError("scan_source token_sequences needs the n-gram catalog: run `dbt build` "
+                             "(or `dbt build --select tag:ngrams`) first")
+        seq_ids, seq_tokens = fetch_sequences(session.sql(sequence_query("token_sequences", scan_where, n_items,
                                                                           order_seed)))
         if not seq_ids:
             raise ValueError(f"scan_where {scan_where!r} matches no token_sequences")
-        lengths = document_tokens.select("doc_id, n_tokens").order("doc_id").fetchall()
+        lengths = session.sql("select doc_id, n_tokens from document_tokens order by doc_id").fetchall()
         clusters = dict(session.sql("select doc_id, cluster_id from _scan_assignments").fetchall())
         index = DocumentIndex([r[0] for r in lengths], [r[1] for r in lengths],
                               required_int(packed_len, "ngram_seq_len"), clusters)
-        session.sql("drop view _scan_sequences")
     session.sql("drop view _scan_documents; drop view _scan_assignments")
     scan_model = load_scan_model(scan_model_name, device=none_if_blank(scan_device), dtype=none_if_blank(scan_dtype))
     settings = ScanSettings(
