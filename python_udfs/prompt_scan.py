@@ -41,13 +41,15 @@ builds ``prompt_scan`` from them)::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import itertools
 import json
 import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from python_udfs.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir
-from python_udfs.parts import existing_fingerprint, remove_stale, write_atomic
+from python_udfs.parts import existing_fingerprint, part_fingerprint, remove_stale, write_atomic
 
 SCANNED_KEY = b"pilehouse.scanned"
 CONTEXT_TOKENS = 5
@@ -108,7 +110,6 @@ class ScanModel:
     encode_batch: Callable[[list[str]], list[np.ndarray]]
     decode: Callable[[Sequence[int]], str]
     source: str = ""  # what was loaded (folder, file or hub name)
-    extra: dict = field(default_factory=dict)
 
     @property
     def device(self):
@@ -305,14 +306,6 @@ class ScanSettings:
                            "max_tokens": self.max_tokens}, sort_keys=True)
 
 
-def _fingerprint(salt: str, doc_ids: Sequence[int], cluster_ids: Sequence, texts: Sequence[str]) -> str:
-    digest = hashlib.sha1(salt.encode())
-    for doc_id, cluster_id, text in zip(doc_ids, cluster_ids, texts):
-        digest.update(f"{doc_id}:{cluster_id}:{len(text)}:".encode())
-        digest.update(text.encode("utf-8", "replace"))
-    return digest.hexdigest()
-
-
 #: Where windows came from: (seq_index, position) arrays -> (doc_id, cluster_id) arrays (None: unknown).
 Locate = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -324,6 +317,9 @@ class PartInput:
     seq_ids: list[int]
     sequences: list[np.ndarray]
     locate: Locate
+    # every document of the part -> its cluster, so that documents too short for a window
+    # still count as scanned (documents source; None where windows alone tell)
+    documents: dict[str, object] | None = None
 
 
 def kept_rows(scan_model: ScanModel, part: PartInput, metrics: dict, settings: ScanSettings) -> pa.Table:
@@ -370,68 +366,93 @@ def _windows_per_document(part: PartInput, metrics: dict) -> tuple[dict[str, int
     return windows, clusters
 
 
-def _scan_parts(scan_model: ScanModel, stamps: list[str], load: Callable[[int], PartInput], out_dir: Path,
-                settings: ScanSettings, progress: bool, extra: Callable[[PartInput], dict] | None = None) -> dict:
-    """Scan every part whose file is missing or stale; write each part's kept windows atomically."""
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+class NothingToScan(ValueError):
+    """The slice held no document or sequence (the lake's parts are left as they were)."""
+
+
+def _scan_parts(scan_model: ScanModel, parts: Iterable[tuple[str, Callable[[], PartInput]]], out_dir: Path,
+                settings: ScanSettings, progress: bool) -> dict:
+    """Scan every part (fingerprint, loader) whose file is missing or stale, as the parts stream in;
+    write each part's kept windows atomically. Only one part is in memory at a time."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i, stamp in enumerate(stamps) if existing_fingerprint(out_dir / f"part-{i:06d}.parquet") != stamp]
-    stats = {"parts": len(stamps), "reused_parts": len(stamps) - len(todo), "windows": 0, "kept": 0}
-    bar = _tqdm(desc=f"scan {scan_model.name}", unit="window", total=None) if progress and todo else None
-    for i in todo:
-        part = load(i)
+    stats = {"parts": 0, "reused_parts": 0, "windows": 0, "kept": 0}
+    bar = None
+    for i, (stamp, load) in enumerate(parts):
+        stats["parts"] += 1
+        path = out_dir / f"part-{i:06d}.parquet"
+        if existing_fingerprint(path) == stamp:
+            stats["reused_parts"] += 1
+            continue
+        part = load()
+        if bar is None and progress:
+            bar = _tqdm(desc=f"scan {scan_model.name}", unit="window", total=0)
         if bar is not None:
-            bar.total = (bar.total or 0) + sum(max(0, len(a) - settings.seq_len) for a in part.sequences)
+            bar.total += sum(max(0, len(a) - settings.seq_len) for a in part.sequences)
             bar.refresh()
         metrics = scan_windows(scan_model.lm, part.sequences, settings.seq_len, settings.batch_size,
                                on_batch=bar.update if bar is not None else None)
         table = kept_rows(scan_model, part, metrics, settings)
         windows, clusters = _windows_per_document(part, metrics)
-        # documents without a window (too short) are still scanned documents
-        for key, value in (extra(part) if extra else {}).items():
+        for key, value in (part.documents or {}).items():
             windows.setdefault(key, 0)
             clusters.setdefault(key, value)
         meta = {SCANNED_KEY: json.dumps({"model": scan_model.name, "windows": windows, "clusters": clusters}).encode()}
-        write_atomic(table.replace_schema_metadata(meta), out_dir / f"part-{i:06d}.parquet", stamps[i])
+        write_atomic(table.replace_schema_metadata(meta), path, stamp)
         stats["windows"] += len(metrics["p_long"])
         stats["kept"] += table.num_rows
     if bar is not None:
         bar.close()
-    remove_stale(out_dir, len(stamps))
+    if not stats["parts"]:
+        raise NothingToScan("nothing to scan")
+    remove_stale(out_dir, stats["parts"])
     return stats
 
 
-def scan_documents(scan_model: ScanModel, doc_ids: Sequence[int], texts: Sequence[str],
-                   cluster_ids: Sequence | None, out_dir: Path, settings: ScanSettings | None = None,
-                   progress: bool = True) -> dict:
-    """Scan documents (in the order given) into ``out_dir/part-*.parquet``; finished parts are skipped.
+def scan_document_stream(scan_model: ScanModel, rows: Iterable[tuple[int, object, str]], out_dir: Path,
+                         settings: ScanSettings | None = None, progress: bool = True) -> dict:
+    """Scan (doc_id, cluster_id, text) rows, in the order given, into ``out_dir/part-*.parquet``.
 
+    Rows are read one part (``part_docs`` documents) at a time; finished parts are skipped.
     Each document is one sequence (``seq_id = doc_id``) of its first ``max_tokens`` tokens
     in the model's own tokenizer. Returns counts: parts, documents, windows scanned, kept,
     and how many parts were reused.
     """
     settings = settings or ScanSettings()
-    doc_ids = list(doc_ids)
-    cluster_ids = list(cluster_ids) if cluster_ids is not None else [None] * len(doc_ids)
     salt = settings.salt(scan_model)
-    parts = [slice(i, i + settings.part_docs) for i in range(0, len(doc_ids), settings.part_docs)]
-    stamps = [_fingerprint(salt, doc_ids[p], cluster_ids[p], texts[p]) for p in parts]
+    seen = {"documents": 0}
 
-    def load(i: int) -> PartInput:
-        part = parts[i]
-        ids = scan_model.encode_batch(list(texts[part]))
+    def load(doc_ids: list[int], cluster_ids: list, texts: list[str]) -> PartInput:
+        ids = scan_model.encode_batch(texts)
         if settings.max_tokens:
             ids = [a[: settings.max_tokens] for a in ids]
-        docs = np.array(doc_ids[part], dtype=object)
-        clusters = np.array(cluster_ids[part], dtype=object)
-        return PartInput(list(doc_ids[part]), ids, lambda s, _p: (docs[s], clusters[s]))
+        docs, clusters = np.array(doc_ids, dtype=object), np.array(cluster_ids, dtype=object)
+        return PartInput(doc_ids, ids, lambda s, _p: (docs[s], clusters[s]),
+                         documents={str(d): c for d, c in zip(doc_ids, cluster_ids)})
 
-    def every_document(part: PartInput) -> dict:
-        by_doc = dict(zip(doc_ids, cluster_ids))
-        return {str(d): by_doc[d] for d in part.seq_ids}
+    def parts() -> Iterator[tuple[str, Callable[[], PartInput]]]:
+        for chunk in _chunks(rows, settings.part_docs):
+            doc_ids, cluster_ids, texts = (list(column) for column in zip(*chunk))
+            seen["documents"] += len(doc_ids)
+            stamp = part_fingerprint(doc_ids, texts, f"{salt}:clusters{cluster_ids}")
+            yield stamp, functools.partial(load, doc_ids, cluster_ids, texts)
 
-    stats = _scan_parts(scan_model, stamps, load, out_dir, settings, progress, extra=every_document)
-    return {**stats, "documents": len(doc_ids)}
+    stats = _scan_parts(scan_model, parts(), out_dir, settings, progress)
+    return {**stats, "documents": seen["documents"]}
+
+
+def scan_documents(scan_model: ScanModel, doc_ids: Sequence[int], texts: Sequence[str],
+                   cluster_ids: Sequence | None, out_dir: Path, settings: ScanSettings | None = None,
+                   progress: bool = True) -> dict:
+    """``scan_document_stream`` over parallel lists (cluster_ids None: unknown)."""
+    clusters = cluster_ids if cluster_ids is not None else [None] * len(doc_ids)
+    return scan_document_stream(scan_model, zip(doc_ids, clusters, texts), out_dir, settings, progress)
 
 
 class DocumentIndex:
@@ -467,7 +488,7 @@ def is_neox_tokenizer(scan_model: ScanModel) -> bool:
     return [int(t) for t in scan_model.encode_batch(probe)[0]] == [int(t) for t in neox.encode_batch(probe)[0]]
 
 
-def scan_token_sequences(scan_model: ScanModel, seq_ids: Sequence[int], sequences: Sequence[np.ndarray],
+def scan_token_sequences(scan_model: ScanModel, seq_ids: Iterable[int], sequences: Iterable[np.ndarray],
                          index: DocumentIndex, out_dir: Path, settings: ScanSettings | None = None,
                          progress: bool = True) -> dict:
     """Scan packed GPT-NeoX token sequences (the n-gram catalog's ``token_sequences``), as the catalog did.
@@ -480,26 +501,25 @@ def scan_token_sequences(scan_model: ScanModel, seq_ids: Sequence[int], sequence
     if not is_neox_tokenizer(scan_model):
         raise ValueError(f"token_sequences hold GPT-NeoX ids, but {scan_model.name} writes prompts with "
                          f"another tokenizer ({scan_model.tokenizer_name}); scan documents instead")
-    seq_ids = [int(s) for s in seq_ids]
-    sequences = [np.asarray(a[: settings.max_tokens] if settings.max_tokens else a, dtype=np.int64)
-                 for a in sequences]
     salt = settings.salt(scan_model) + f":packed{index.packed_len}"
-    parts = [slice(i, i + settings.part_docs) for i in range(0, len(seq_ids), settings.part_docs)]
-    stamps = []
-    for part in parts:
-        digest = hashlib.sha1(salt.encode())
-        for seq_id, ids in zip(seq_ids[part], sequences[part]):
-            digest.update(f"{seq_id}:{len(ids)}:".encode() + ids.tobytes())
-        stamps.append(digest.hexdigest())
     last = settings.seq_len  # the long prompt's last token is at position + seq_len
+    seen = {"sequences": 0}
 
-    def load(i: int) -> PartInput:
-        ids = seq_ids[parts[i]]
-        return PartInput(ids, sequences[parts[i]],
-                         lambda s, p: index.locate(np.asarray(ids, dtype=np.int64)[s], p + last))
+    def parts() -> Iterator[tuple[str, Callable[[], PartInput]]]:
+        for chunk in _chunks(zip(seq_ids, sequences), settings.part_docs):
+            ids = [int(seq_id) for seq_id, _ in chunk]
+            tokens = [np.asarray(a[: settings.max_tokens] if settings.max_tokens else a, dtype=np.int64)
+                      for _, a in chunk]
+            seen["sequences"] += len(ids)
+            digest = hashlib.sha1(salt.encode())
+            for seq_id, a in zip(ids, tokens):
+                digest.update(f"{seq_id}:{len(a)}:".encode() + a.tobytes())
+            as_array = np.asarray(ids, dtype=np.int64)
+            yield digest.hexdigest(), functools.partial(
+                PartInput, ids, tokens, lambda s, p, seqs=as_array: index.locate(seqs[s], p + last))
 
-    stats = _scan_parts(scan_model, stamps, load, out_dir, settings, progress)
-    return {**stats, "sequences": len(seq_ids)}
+    stats = _scan_parts(scan_model, parts(), out_dir, settings, progress)
+    return {**stats, "sequences": seen["sequences"]}
 
 
 def scanned_windows(scan_dir: Path) -> pa.Table:
@@ -535,28 +555,17 @@ def sequence_query(relation_sequences: str, where: str, n: int, seed: int) -> st
             f"order by hash(s.seq_id, {int(seed)}), s.seq_id {limit}")
 
 
-def fetch_sequences(relation) -> tuple[list[int], list[np.ndarray]]:
-    """(seq_ids, token arrays) from a DuckDB relation with columns seq_id, tokens."""
-    seq_ids, sequences = [], []
-    for seq_id, tokens in _iter_rows(relation.fetch_record_batch(256)):
-        seq_ids.append(int(seq_id))
-        sequences.append(np.asarray(tokens, dtype=np.int64))
-    return seq_ids, sequences
-
-
-def _iter_rows(reader) -> Iterator[tuple]:
-    for batch in reader:
+def iter_rows(relation, batch_rows: int = 1024) -> Iterator[tuple]:
+    """A DuckDB relation's rows as tuples, streamed a record batch at a time."""
+    for batch in relation.fetch_record_batch(batch_rows):
         yield from zip(*(batch.column(i).to_pylist() for i in range(batch.num_columns)))
 
 
-def fetch_slice(relation) -> tuple[list[int], list, list[str]]:
-    """(doc_ids, cluster_ids, texts) from a DuckDB relation with those three columns."""
-    doc_ids, cluster_ids, texts = [], [], []
-    for doc_id, cluster_id, text in _iter_rows(relation.fetch_record_batch(4096)):
-        doc_ids.append(doc_id)
-        cluster_ids.append(cluster_id)
-        texts.append(text)
-    return doc_ids, cluster_ids, texts
+def iter_sequences(relation) -> tuple[Iterator[int], Iterator[np.ndarray]]:
+    """(seq_ids, token arrays), streamed, from a DuckDB relation with columns seq_id, tokens."""
+    rows = iter_rows(relation, 256)
+    ids, tokens = itertools.tee(rows)
+    return (int(r[0]) for r in ids), (np.asarray(r[1], dtype=np.int64) for r in tokens)
 
 
 def main(argv: Iterable[str] | None = None) -> None:
@@ -585,19 +594,18 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     if not Path(args.db).exists():
         parser.error(f"{args.db} does not exist: run `make minipile` first")
-    con = duckdb.connect(args.db, read_only=True)
-    tables = {r[0] for r in con.sql("select table_name from information_schema.tables").fetchall()}
-    query = slice_query("documents", "cluster_assignments" if "cluster_assignments" in tables else None,
-                        args.where, args.docs, args.seed)
-    doc_ids, cluster_ids, texts = fetch_slice(con.sql(query))
-    con.close()
-    if not doc_ids:
-        parser.error(f"no documents match --where {args.where!r}")
     scan_model = load_scan_model(args.model, device=args.device, dtype=args.dtype, name=args.name)
     settings = ScanSettings(args.seq_len, args.min_p_long, args.min_js, args.max_tokens, args.batch_size,
                             args.part_docs)
     out_dir = Path(args.lake) / "scan" / scan_model.slug
-    stats = scan_documents(scan_model, doc_ids, texts, cluster_ids, out_dir, settings)
+    with duckdb.connect(args.db, read_only=True) as con:
+        tables = {r[0] for r in con.sql("select table_name from information_schema.tables").fetchall()}
+        query = slice_query("documents", "cluster_assignments" if "cluster_assignments" in tables else None,
+                            args.where, args.docs, args.seed)
+        try:
+            stats = scan_document_stream(scan_model, iter_rows(con.sql(query)), out_dir, settings)
+        except NothingToScan:
+            parser.error(f"no documents match --where {args.where!r}")
     print(f"scan {scan_model.name}: {stats['documents']} documents in {stats['parts']} parts "
           f"({stats['reused_parts']} reused), {stats['windows']} windows scanned now, "
           f"{stats['kept']} kept -> {out_dir}")

@@ -17,11 +17,12 @@ import pyarrow as pa
 
 from python_udfs.prompt_scan import (
     DocumentIndex,
+    NothingToScan,
     ScanSettings,
-    fetch_sequences,
-    fetch_slice,
+    iter_rows,
+    iter_sequences,
     load_scan_model,
-    scan_documents,
+    scan_document_stream,
     scan_token_sequences,
     scanned_windows,
     sequence_query,
@@ -54,29 +55,6 @@ def model(dbt, session):
     if scan_source not in ("documents", "token_sequences"):
         raise ValueError(f"scan_source must be 'documents' or 'token_sequences', not {scan_source!r}")
     n_items, order_seed = required_int(scan_docs, "scan_docs"), required_int(seed, "seed")
-    documents.create_view("_scan_documents", replace=True)
-    assignments.create_view("_scan_assignments", replace=True)
-    if scan_source == "documents":
-        query = slice_query("_scan_documents", "_scan_assignments", scan_where, n_items, order_seed)
-        doc_ids, cluster_ids, texts = fetch_slice(session.sql(query))
-        if not doc_ids:
-            raise ValueError(f"scan_where {scan_where!r} matches no documents")
-    else:
-        # token_sequences and document_tokens are read by name, not ref'd: a ref would put the scan
-        # downstream of minipile (ngram_source may be minipile), so `cluster_exclusions+` would scan.
-        tables = {r[0] for r in session.sql("select table_name from information_schema.tables").fetchall()}
-        if not {"token_sequences", "document_tokens"} <= tables:
-            raise ValueError("scan_source token_sequences needs the n-gram catalog: run `dbt build` "
-                             "(or `dbt build --select tag:ngrams`) first")
-        seq_ids, seq_tokens = fetch_sequences(session.sql(sequence_query("token_sequences", scan_where, n_items,
-                                                                          order_seed)))
-        if not seq_ids:
-            raise ValueError(f"scan_where {scan_where!r} matches no token_sequences")
-        lengths = session.sql("select doc_id, n_tokens from document_tokens order by doc_id").fetchall()
-        clusters = dict(session.sql("select doc_id, cluster_id from _scan_assignments").fetchall())
-        index = DocumentIndex([r[0] for r in lengths], [r[1] for r in lengths],
-                              required_int(packed_len, "ngram_seq_len"), clusters)
-    session.sql("drop view _scan_documents; drop view _scan_assignments")
     scan_model = load_scan_model(scan_model_name, device=none_if_blank(scan_device), dtype=none_if_blank(scan_dtype))
     settings = ScanSettings(
         seq_len=required_int(scan_seq_len, "scan_seq_len"), min_p_long=float(scan_min_p_long),
@@ -85,12 +63,32 @@ def model(dbt, session):
         part_docs=required_int(scan_part_docs, "scan_part_docs"),
     )
     scan_dir = Path(lake_dir) / "scan"
-    if scan_source == "documents":
-        stats = scan_documents(scan_model, doc_ids, texts, cluster_ids, scan_dir / scan_model.slug, settings)
-        what = f"{stats['documents']} documents"
-    else:
-        stats = scan_token_sequences(scan_model, seq_ids, seq_tokens, index, scan_dir / scan_model.slug, settings)
-        what = f"{stats['sequences']} token sequences"
+    out_dir = scan_dir / scan_model.slug
+    documents.create_view("_scan_documents", replace=True)
+    assignments.create_view("_scan_assignments", replace=True)
+    try:
+        if scan_source == "documents":  # streamed: one part of documents in memory at a time
+            query = slice_query("_scan_documents", "_scan_assignments", scan_where, n_items, order_seed)
+            stats = scan_document_stream(scan_model, iter_rows(session.sql(query)), out_dir, settings)
+            what = f"{stats['documents']} documents"
+        else:
+            # token_sequences and document_tokens are read by name, not ref'd: a ref would put the scan
+            # downstream of minipile (ngram_source may be minipile), so `cluster_exclusions+` would scan.
+            tables = {r[0] for r in session.sql("select table_name from information_schema.tables").fetchall()}
+            if not {"token_sequences", "document_tokens"} <= tables:
+                raise ValueError("scan_source token_sequences needs the n-gram catalog: run `dbt build` "
+                                 "(or `dbt build --select tag:ngrams`) first")
+            lengths = session.sql("select doc_id, n_tokens from document_tokens order by doc_id").fetchall()
+            clusters = dict(session.sql("select doc_id, cluster_id from _scan_assignments").fetchall())
+            index = DocumentIndex([r[0] for r in lengths], [r[1] for r in lengths],
+                                  required_int(packed_len, "ngram_seq_len"), clusters)
+            seq_ids, seq_tokens = iter_sequences(session.sql(sequence_query("token_sequences", scan_where, n_items,
+                                                                             order_seed)))
+            stats = scan_token_sequences(scan_model, seq_ids, seq_tokens, index, out_dir, settings)
+            what = f"{stats['sequences']} token sequences"
+    except NothingToScan as err:
+        raise ValueError(f"scan_where {scan_where!r} matches no {scan_source}") from err
+    session.sql("drop view _scan_documents; drop view _scan_assignments")
     print(f"scan {scan_model.name}: {what} in {stats['parts']} parts "
           f"({stats['reused_parts']} reused); {stats['windows']} windows scanned now, {stats['kept']} kept")
     table: pa.Table = scanned_windows(scan_dir)
