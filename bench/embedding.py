@@ -25,7 +25,7 @@ import pyarrow as pa
 
 
 def sample_texts(n_docs: int) -> list[str]:
-    from python_udfs.sample_corpus import SOURCES, iter_sample_records
+    from python_udfs.corpus.sample import SOURCES, iter_sample_records
 
     per_source = -(-n_docs // len(SOURCES))
     texts = [r["text"] for r in iter_sample_records(per_source=per_source) if r["text"].strip()]
@@ -36,7 +36,7 @@ def sample_texts(n_docs: int) -> list[str]:
 def contestant(mode: str, n_docs: int, batch_size: int, dtype: str) -> dict:
     import torch
 
-    from python_udfs.embed import EmbedConfig, embed_texts, embed_to_parts, load_model
+    from python_udfs.clustering.embed import EmbedConfig, embed_texts, embed_to_parts, load_model
 
     texts = sample_texts(n_docs)
     config = EmbedConfig(batch_size=batch_size, dtype=dtype)

@@ -10,7 +10,7 @@ In one run, on the same real documents (an even mix of the sample corpus' source
   memory at Pile scale), timed for the counting alone;
 - baseline (b): the catalog's published rate, ~207e9 tokens in ~3 h on 64 vCPUs
   (~0.30 M tokens/s per vCPU);
-- tokenizer MB/s: ``python_udfs.neox.encode_batch`` against the ``tokenizers`` library's
+- tokenizer MB/s: ``python_udfs.ngrams.tokenizer.encode_batch`` against the ``tokenizers`` library's
   single ``encode_batch`` call on the same texts.
 Peak RSS of the process is printed; no assertions.
 """
@@ -31,8 +31,9 @@ CATALOG_TOKENS_PER_S_PER_CPU = 207e9 / (3 * 3600) / 64
 
 
 def main() -> None:
-    from python_udfs import neox, ngrams
-    from python_udfs.sample_corpus import SOURCES, iter_sample_records
+    from python_udfs.corpus.sample import SOURCES, iter_sample_records
+    from python_udfs.ngrams import counts as ngrams
+    from python_udfs.ngrams import tokenizer as neox
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=4000)

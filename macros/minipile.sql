@@ -18,9 +18,3 @@
         end
     from {{ relation }}
 {%- endmacro %}
-
-
-{% macro lake_dir() -%}
-    {#- the parquet lake: the lake_dir var, else $PILEHOUSE_LAKE, else warehouse/lake -#}
-    {{ var('lake_dir', env_var('PILEHOUSE_LAKE', 'warehouse/lake')) }}
-{%- endmacro %}

@@ -1,14 +1,3 @@
-{% macro ngram_source_slug() -%}
-    {#- folder name of the tokenized input: documents, or minipile-train -#}
-    {{ 'minipile-train' if var('ngram_source') == 'minipile' else 'documents' }}
-{%- endmacro %}
-
-
-{% macro ngram_dir() -%}
-    {{ lake_dir() }}/ngrams/{{ ngram_source_slug() }}-{{ var('ngram_seq_len') }}
-{%- endmacro %}
-
-
 {% macro _relation_exists(name) -%}
     {{ return(adapter.get_relation(database=target.database, schema=target.schema, identifier=name) is not none) }}
 {%- endmacro %}

@@ -1,6 +1,104 @@
-"""Small helpers for reading dbt vars passed into Python models through YAML config."""
+"""One owner for every setting: defaults, the warehouse file and the lake's paths.
+
+- **Defaults** live only in ``dbt_project.yml``'s ``vars:`` (each with a comment saying what
+  it does). Python dataclasses and CLI flags read them from there (``default("seed")``), so
+  dbt, the dataclasses and the command line agree by construction.
+- **Locations**: ``db_path()`` is ``$PILEHOUSE_DB`` or ``warehouse/pilehouse.duckdb``;
+  ``lake_dir()`` is the ``lake_dir`` var, else ``$PILEHOUSE_LAKE``, else ``warehouse/lake``.
+  ``lake_path(kind, vars)`` names each step's folder in the lake; ``macros/paths.sql``
+  computes the same paths inside dbt (``tests/test_settings.py`` checks they agree).
+"""
 
 from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILE = ROOT / "dbt_project.yml"
+DEFAULT_DB = "warehouse/pilehouse.duckdb"
+DEFAULT_LAKE = "warehouse/lake"
+
+#: The lake's folders, one per step output (warehouse/README.md describes each).
+LAKE_KINDS = ("corpus", "embeddings", "assignments", "tokens", "ngrams", "scan")
+
+
+@lru_cache(maxsize=1)
+def project_vars() -> dict[str, Any]:
+    """The ``vars:`` of dbt_project.yml: every setting's one default."""
+    import yaml
+
+    with open(PROJECT_FILE, encoding="utf-8") as fh:
+        project = yaml.safe_load(fh)
+    return dict(project.get("vars") or {})
+
+
+def default(name: str) -> Any:
+    """A setting's default, as written in dbt_project.yml (KeyError names a missing var)."""
+    values = project_vars()
+    if name not in values:
+        raise KeyError(f"{name!r} is not a var in {PROJECT_FILE.name}: add it there, with a comment")
+    return values[name]
+
+
+def resolve(name: str, given: Mapping[str, Any] | None = None) -> Any:
+    """``given[name]`` when set (dbt config, CLI), else the project default."""
+    if given is not None and name in given and given[name] is not None:
+        return given[name]
+    return default(name)
+
+
+def db_path() -> Path:
+    """The warehouse file: ``$PILEHOUSE_DB``, else warehouse/pilehouse.duckdb (relative to the cwd)."""
+    return Path(os.environ.get("PILEHOUSE_DB") or DEFAULT_DB)
+
+
+def lake_dir(given: Mapping[str, Any] | None = None) -> Path:
+    """The parquet lake: the ``lake_dir`` var, else ``$PILEHOUSE_LAKE``, else warehouse/lake."""
+    if given is not None and none_if_blank(given.get("lake_dir")):
+        return Path(str(given["lake_dir"]))
+    return Path(os.environ.get("PILEHOUSE_LAKE") or DEFAULT_LAKE)
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
+
+
+def embedding_slug(model: str, max_tokens: int, prefix: str = "", dtype: str = "float32") -> str:
+    """The embedding folder's name: changes whenever the vectors would change."""
+    key = f"{model}|{int(max_tokens)}|{prefix or ''}"
+    if dtype and dtype != "float32":
+        key += f"|{dtype}"
+    return f"{slugify(model)}-{int(max_tokens)}-{hashlib.md5(key.encode()).hexdigest()[:8]}"
+
+
+def ngram_source_slug(source: str) -> str:
+    if source not in ("documents", "minipile"):
+        raise ValueError(f"ngram_source must be 'documents' or 'minipile', not {source!r}")
+    return "minipile-train" if source == "minipile" else "documents"
+
+
+def lake_path(kind: str, given: Mapping[str, Any] | None = None) -> Path:
+    """A step's folder in the lake, from the build's vars (``given``) over the defaults."""
+    lake = lake_dir(given)
+    if kind == "corpus":
+        return lake / "corpus"
+    if kind in ("embeddings", "assignments"):
+        slug = embedding_slug(resolve("embedding_model", given), resolve("embedding_max_tokens", given),
+                              resolve("embedding_prefix", given) or "", resolve("embedding_dtype", given))
+        return lake / kind / slug
+    if kind == "tokens":
+        return lake / "tokens" / ngram_source_slug(resolve("ngram_source", given))
+    if kind == "ngrams":
+        return lake / "ngrams" / f"{ngram_source_slug(resolve('ngram_source', given))}-{int(resolve('ngram_seq_len', given))}"
+    if kind == "scan":
+        return lake / "scan"
+    raise ValueError(f"unknown lake folder {kind!r}: one of {', '.join(LAKE_KINDS)}")
 
 
 def none_if_blank(value: object) -> str | None:

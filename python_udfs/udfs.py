@@ -15,8 +15,8 @@ import duckdb
 import pyarrow as pa
 from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
 
-from python_udfs import neox
-from python_udfs.embed import EmbedConfig, embed_texts, load_model
+from python_udfs.clustering.embed import EmbedConfig, embed_texts, load_model
+from python_udfs.ngrams import tokenizer as neox
 
 DEFAULT_MODEL = EmbedConfig.model
 

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from python_udfs import neox
+from python_udfs.ngrams import tokenizer as neox
 
 IGNORE = -100  # label value that torch's cross-entropy (and HF models) skip
 TOKENIZE_CHUNK = 256  # documents per tokenizer call (encode_batch runs them in parallel)

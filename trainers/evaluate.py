@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from python_udfs.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir  # noqa: F401 (used by callers as ev.*)
+from python_udfs.ngrams.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir  # noqa: F401 (used by callers as ev.*)
 
 # Contract columns first (../shared/warehouse-contract.md, "Training and evaluation").
 COLUMNS = {

@@ -110,7 +110,7 @@ def build_tokenizer(max_length: int = 2048):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from python_udfs import neox
+    from python_udfs.ngrams import tokenizer as neox
 
     # A copy: transformers sets padding/truncation on the object it wraps, and the data
     # pipeline shares neox.load_tokenizer()'s cached instance.

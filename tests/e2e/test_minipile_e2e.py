@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from python_udfs.sample_corpus import build_sample_corpus
+from python_udfs.corpus.sample import build_sample_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -236,7 +236,7 @@ def test_too_few_documents_fail_with_a_clear_message(build_one_thread, tmp_path)
 # --- n-gram catalog --------------------------------------------------------------------
 
 def test_token_sequences_pack_documents_with_eos(build_one_thread):
-    from python_udfs import neox
+    from python_udfs.ngrams import tokenizer as neox
 
     texts = query(build_one_thread, "select text from documents order by doc_id")
     stream = []
@@ -278,7 +278,7 @@ def test_ngram_counts_equal_an_independent_count(build_one_thread):
 
 
 def test_top_tables_decode_like_the_catalog(build_one_thread):
-    from python_udfs import neox
+    from python_udfs.ngrams import tokenizer as neox
 
     rows = query(build_one_thread, "select id0, id1, token0, token1, seq from top_bigrams limit 50")
     assert rows

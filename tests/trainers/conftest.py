@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from python_udfs.sample_corpus import iter_sample_records
+from python_udfs.corpus.sample import iter_sample_records
 
 
 def build_warehouse(path) -> None:

@@ -40,7 +40,7 @@ def tiny_model(tmp_path_factory):
     import torch
     import transformers
 
-    from python_udfs import neox
+    from python_udfs.ngrams import tokenizer as neox
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "tiny-neox"

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from python_udfs import neox
+from python_udfs.ngrams import tokenizer as neox
 from trainers import data
 
 EOS, IGNORE = neox.EOS_ID, data.IGNORE

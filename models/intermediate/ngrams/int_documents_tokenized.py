@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from python_udfs.ngrams import tokenize_to_parts
+from python_udfs.ngrams.counts import tokenize_to_parts
 
 
 def model(dbt, session):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from python_udfs.ngrams import count_partials, reduce_shards
+from python_udfs.ngrams.counts import count_partials, reduce_shards
 from python_udfs.settings import none_if_blank
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from python_udfs.ngrams import pack_sequences
+from python_udfs.ngrams.counts import pack_sequences
 
 
 def model(dbt, session):

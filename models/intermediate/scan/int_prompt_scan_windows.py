@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from python_udfs.prompt_scan import (
+from python_udfs.scan.scanner import (
     DocumentIndex,
     NothingToScan,
     ScanSettings,

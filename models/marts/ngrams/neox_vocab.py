@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from python_udfs import neox
+from python_udfs.ngrams import tokenizer as neox
 
 
 def model(dbt, session):

@@ -1,7 +1,7 @@
 """top_bigrams: the decoded prefixes plus one `p_<model>` column per model in the ngram_models var."""
 
+from python_udfs.ngrams.probabilities import add_model_probabilities, parse_models
 from python_udfs.settings import none_if_blank
-from python_udfs.top_ngrams import add_model_probabilities, parse_models
 
 
 def model(dbt, session):

@@ -1,0 +1,1 @@
+"""Apps for people: the cluster review page (``review``) and the HTML report (``report``)."""

@@ -1,0 +1,3 @@
+from python_udfs.apps.report.build import main
+
+raise SystemExit(main())

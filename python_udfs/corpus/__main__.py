@@ -1,0 +1,3 @@
+from python_udfs.corpus.ingest import main
+
+raise SystemExit(main())

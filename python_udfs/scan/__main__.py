@@ -1,0 +1,3 @@
+from python_udfs.scan.scanner import main
+
+main()

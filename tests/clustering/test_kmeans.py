@@ -1,0 +1,201 @@
+"""Tests for the streamed spherical k-means (python_udfs.clustering.kmeans)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from python_udfs.clustering.kmeans import (
+    KMeansConfig,
+    assign,
+    batch_to_numpy,
+    fit,
+    normalise,
+    rebatch,
+)
+
+K, DIM, N = 5, 32, 2000
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """N unit vectors around K random directions (cosine to own centre ~0.99)."""
+    rng = np.random.default_rng(1234)
+    centres = normalise(rng.normal(size=(K, DIM)))
+    labels = rng.integers(0, K, size=N)
+    x = centres[labels] + 0.03 * rng.normal(size=(N, DIM))
+    return normalise(x).astype(np.float32), labels
+
+
+def chunked(x: np.ndarray, sizes: list[int]):
+    """A replayable stream cutting x into chunks of the given sizes (cycled), in order."""
+
+    def stream():
+        start, i = 0, 0
+        while start < len(x):
+            size = sizes[i % len(sizes)]
+            yield x[start:start + size]
+            start += size
+            i += 1
+
+    return stream
+
+
+def config(**kwargs) -> KMeansConfig:
+    base = {"n_clusters": K, "batch_size": 256, "n_init": 3, "seed": 7, "max_epochs": 10}
+    return KMeansConfig(**{**base, **kwargs})
+
+
+# --- rebatch -------------------------------------------------------------------------
+
+def test_rebatch_exact_sizes_same_rows() -> None:
+    x = np.arange(100 * 2, dtype=np.float32).reshape(100, 2)
+    pieces = [x[:7], x[7:7], x[7:40], x[40:41], x[41:100]]  # uneven, with an empty chunk
+    out = list(rebatch(pieces, 16))
+    assert [len(b) for b in out] == [16] * 6 + [4]
+    np.testing.assert_array_equal(np.concatenate(out), x)
+    assert [len(b) for b in rebatch([x], 25)] == [25] * 4
+    assert list(rebatch([], 8)) == []
+
+
+# --- fit -----------------------------------------------------------------------------
+
+def test_fit_recovers_groups_with_streamed_batches(data) -> None:
+    x, labels = data
+    calls = []
+
+    def stream():
+        calls.append(1)
+        yield from chunked(x, [100, 333, 7, 560])()
+
+    centroids, info = fit(stream, config(), progress=False)
+    assert centroids.shape == (K, DIM) and centroids.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    cluster, distance = assign(x, centroids)
+    assert adjusted_rand_score(labels, cluster) > 0.99
+    assert len(set(cluster.tolist())) == K
+    assert float(distance.max()) < 0.05  # every point sits close to its centroid
+    assert info["n_docs"] == N
+    assert info["epochs"] == len(calls) >= 1
+    assert info["steps"] == info["epochs"] * int(np.ceil(N / 256))
+
+
+def test_fit_stops_early_when_converged(data) -> None:
+    x, _ = data
+    _, info = fit(chunked(x, [500]), config(max_epochs=30, tol=1e-2), progress=False)
+    assert 2 <= info["epochs"] < 30
+    assert info["last_shift"] is not None and info["last_shift"] < 1e-2
+
+
+def test_max_epochs_is_respected(data) -> None:
+    x, _ = data
+    _, info = fit(chunked(x, [500]), config(max_epochs=1), progress=False)
+    assert info["epochs"] == 1 and info["last_shift"] is None
+
+
+def test_same_seed_same_centroids_whatever_the_chunking(data) -> None:
+    x, _ = data
+    a, _ = fit(chunked(x, [256]), config(max_epochs=3), progress=False)
+    b, _ = fit(chunked(x, [1, 999, 50, 13]), config(max_epochs=3), progress=False)
+    c, _ = fit(chunked(x, [2000]), config(max_epochs=3), progress=False)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_different_seed_changes_initialisation(data) -> None:
+    x, _ = data
+    a, _ = fit(chunked(x, [256]), config(max_epochs=1, n_init=1, seed=1), progress=False)
+    b, _ = fit(chunked(x, [256]), config(max_epochs=1, n_init=1, seed=2), progress=False)
+    assert not np.array_equal(a, b)
+
+
+def test_unnormalised_float64_input_is_normalised(data) -> None:
+    x, labels = data
+    scaled = x.astype(np.float64) * np.linspace(0.5, 3.0, N)[:, None]
+    centroids, _ = fit(chunked(scaled, [300]), config(), progress=False)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    assert adjusted_rand_score(labels, assign(x, centroids)[0]) > 0.99
+
+
+def test_too_few_points_for_k_is_a_clear_error() -> None:
+    x = normalise(np.random.default_rng(0).normal(size=(3, DIM))).astype(np.float32)
+    with pytest.raises(ValueError, match=r"cannot form 5 clusters .* 3 embeddings"):
+        fit(chunked(x, [2]), config(), progress=False)
+
+
+def test_empty_stream_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no embeddings"):
+        fit(lambda: iter([]), config(), progress=False)
+
+
+# --- assign --------------------------------------------------------------------------
+
+def test_assign_distance_and_ties() -> None:
+    centroids = np.eye(3, dtype=np.float32)
+    x = np.array([
+        [0.0, 1.0, 0.0],                   # exactly centroid 1
+        [0.6, 0.0, 0.8],                   # nearer 2 (0.8) than 0 (0.6)
+        [np.sqrt(0.5), np.sqrt(0.5), 0.0],  # tie between 0 and 1 -> 0
+        [0.0, np.sqrt(0.5), np.sqrt(0.5)],  # tie between 1 and 2 -> 1
+        [-1.0, 0.0, 0.0],                  # opposite of 0: ties 1 and 2 at 0 -> 1
+    ], dtype=np.float32)
+    cluster, distance = assign(x, centroids)
+    assert cluster.dtype == np.int32 and distance.dtype == np.float64
+    assert cluster.tolist() == [1, 2, 0, 1, 1]
+    expected = 1.0 - np.array([1.0, 0.8, np.sqrt(0.5), np.sqrt(0.5), 0.0])
+    np.testing.assert_allclose(distance, expected, atol=1e-6)
+    np.testing.assert_allclose(distance, 1.0 - np.max(x @ centroids.T, axis=1), atol=1e-12)
+
+
+def test_assign_exact_duplicate_centroids_pick_lowest_id() -> None:
+    c = normalise(np.array([[1.0, 2.0], [3.0, -1.0], [1.0, 2.0]], dtype=np.float32))
+    cluster, distance = assign(c[[2, 0, 1]], c)
+    assert cluster.tolist() == [0, 0, 1]
+    np.testing.assert_allclose(distance, 0.0, atol=1e-6)
+
+
+# --- batch_to_numpy ------------------------------------------------------------------
+
+def test_batch_to_numpy_list_of_float() -> None:
+    rows = [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0], [-1.0, 0.0, 0.5]]
+    batch = pa.record_batch({
+        "doc_id": pa.array([4, 5, 6], pa.int64()),
+        "embedding": pa.array(rows, pa.list_(pa.float32())),
+    })
+    out = batch_to_numpy(batch)
+    assert out.dtype == np.float32 and out.shape == (3, 3)
+    np.testing.assert_allclose(out, np.array(rows, dtype=np.float32))
+    # a sliced batch (non-zero offset) and a double column with another name
+    sliced = batch.slice(1, 2)
+    np.testing.assert_allclose(batch_to_numpy(sliced), np.array(rows[1:], dtype=np.float32))
+    other = pa.record_batch({"vec": pa.array(rows, pa.list_(pa.float64()))})
+    np.testing.assert_allclose(batch_to_numpy(other, "vec"), np.array(rows, dtype=np.float32))
+    # a table's column is a ChunkedArray
+    table = pa.Table.from_batches([batch, batch])
+    assert batch_to_numpy(table).shape == (6, 3)
+
+
+def test_batch_to_numpy_empty_and_ragged() -> None:
+    empty = pa.record_batch({"embedding": pa.array([], pa.list_(pa.float32()))})
+    assert batch_to_numpy(empty).shape[0] == 0
+    ragged = pa.record_batch({"embedding": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32()))})
+    with pytest.raises(ValueError, match="differing lengths"):
+        batch_to_numpy(ragged)
+    # lengths 3 + 1 = 4 divide evenly by 2 rows, yet the rows still differ
+    sneaky = pa.record_batch({"embedding": pa.array([[1.0, 2.0, 3.0], [4.0]],
+                                                    pa.list_(pa.float32()))})
+    with pytest.raises(ValueError, match="differing lengths"):
+        batch_to_numpy(sneaky)
+    with_null = pa.record_batch({"embedding": pa.array([[1.0, 2.0], None, [3.0, 4.0]],
+                                                       pa.list_(pa.float32()))})
+    with pytest.raises(ValueError, match="NULL"):
+        batch_to_numpy(with_null)
+
+
+def test_batch_to_numpy_fixed_size_list() -> None:
+    values = pa.array(np.arange(12, dtype=np.float32))
+    batch = pa.record_batch({"embedding": pa.FixedSizeListArray.from_arrays(values, 4)})
+    np.testing.assert_array_equal(batch_to_numpy(batch),
+                                  np.arange(12, dtype=np.float32).reshape(3, 4))
