@@ -1,3 +1,3 @@
-from python_udfs.scan.scanner import main
+from python_udfs.scan.cli import main
 
 main()

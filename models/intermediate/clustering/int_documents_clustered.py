@@ -10,7 +10,7 @@ def model(dbt, session):
     dbt.config(materialized="table")
     centroid_table = dbt.ref("int_kmeans_centroids").order("cluster_id").arrow().read_all()
     centroids = normalise(batch_to_numpy(centroid_table.combine_chunks().to_batches()[0], "centroid"))
-    embeddings = dbt.ref("int_documents_embedded").select("doc_id, embedding").order("doc_id")
+    embeddings = dbt.ref("int_document_embeddings").select("doc_id, embedding").order("doc_id")
 
     def batches():
         for batch in embeddings.fetch_record_batch(16_384):

@@ -20,8 +20,8 @@ def model(dbt, session):
     )
     out_dir = Path(dbt.config.get("lake_dir")) / "embeddings" / config.slug()
 
-    documents = dbt.ref("documents").select("doc_id, text").order("doc_id")
-    total = dbt.ref("documents").count("*").fetchall()[0][0]
+    documents = dbt.ref("stg_lake__documents").select("doc_id, text").order("doc_id")
+    total = dbt.ref("stg_lake__documents").count("*").fetchall()[0][0]
     reader = documents.fetch_record_batch(config.part_size)
     stats = embed_to_parts(reader, out_dir, config, total=total)
     print(f"embeddings: {stats['embedded']} embedded, {stats['reused']} reused -> {out_dir}")

@@ -8,8 +8,8 @@ from python_udfs.settings import int_or_none
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    embeddings = dbt.ref("int_documents_embedded")
-    n_sources = dbt.ref("documents").aggregate("count(distinct source)").fetchall()[0][0]
+    embeddings = dbt.ref("int_document_embeddings")
+    n_sources = dbt.ref("stg_lake__documents").aggregate("count(distinct source)").fetchall()[0][0]
     k = int_or_none(dbt.config.get("n_clusters")) or (
         int(dbt.config.get("clusters_per_source")) * n_sources
     )

@@ -11,7 +11,7 @@ with quotas as (
 
 assignments as (
 
-    select * from {{ ref('cluster_assignments') }}
+    select * from {{ ref('int_cluster_assignments') }}
 
 ),
 

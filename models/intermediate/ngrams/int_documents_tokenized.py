@@ -9,10 +9,11 @@ def model(dbt, session):
     dbt.config(materialized="table")
     source = dbt.config.get("ngram_source")
     if source == "minipile":
-        documents = dbt.ref("minipile").filter("split = 'train'")
+        train = dbt.ref("int_minipile_splits").filter("split = 'train'").select("doc_id")
+        documents = dbt.ref("stg_lake__documents").join(train, "doc_id")
         slug = "minipile-train"
     elif source == "documents":
-        documents = dbt.ref("documents")
+        documents = dbt.ref("stg_lake__documents")
         slug = "documents"
     else:
         raise ValueError(f"ngram_source must be 'documents' or 'minipile', not {source!r}")

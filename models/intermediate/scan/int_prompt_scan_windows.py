@@ -50,8 +50,8 @@ def model(dbt, session):
     scan_device = dbt.config.get("scan_device")
     scan_dtype = dbt.config.get("scan_dtype")
 
-    documents = dbt.ref("documents")
-    assignments = dbt.ref("cluster_assignments")
+    documents = dbt.ref("stg_lake__documents")
+    assignments = dbt.ref("int_cluster_assignments")
     if scan_source not in ("documents", "token_sequences"):
         raise ValueError(f"scan_source must be 'documents' or 'token_sequences', not {scan_source!r}")
     n_items, order_seed = required_int(scan_docs, "scan_docs"), required_int(seed, "seed")

@@ -1,6 +1,6 @@
 with clustered as (
 
-    select * from {{ ref('int_documents_clustered') }}
+    select * from {{ ref('int_cluster_assignments') }}
 
 ),
 

@@ -6,7 +6,7 @@ with centroids as (
 
 assignments as (
 
-    select * from {{ ref('int_documents_clustered') }}
+    select * from {{ ref('int_cluster_assignments') }}
 
 ),
 

@@ -2,7 +2,7 @@
 -- deciding to exclude a cluster
 with assignments as (
 
-    select * from {{ ref('int_documents_clustered') }}
+    select * from {{ ref('int_cluster_assignments') }}
 
 ),
 

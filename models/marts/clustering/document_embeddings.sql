@@ -2,7 +2,7 @@
 
 with embedded as (
 
-    select * from {{ ref('int_documents_embedded') }}
+    select * from {{ ref('int_document_embeddings') }}
 
 ),
 

@@ -1,9 +1,8 @@
--- One row per sampled document: the chosen documents in a seeded shuffle, cut into
--- train, validation and test in that order with the sizes from vars.
+-- One row per sampled document: int_minipile_splits with each document's source and text.
 
-with sampled as (
+with splits as (
 
-    select * from {{ ref('int_documents_sampled') }}
+    select * from {{ ref('int_minipile_splits') }}
 
 ),
 
@@ -13,37 +12,19 @@ documents as (
 
 ),
 
-shuffled as (
-
-    select
-        doc_id,
-        cluster_id,
-        distance,
-        row_number() over (
-            order by md5('shuffle:{{ var("seed") }}:' || doc_id::varchar), doc_id
-        ) - 1 as shuffle_position,
-    from sampled
-
-),
-
 final as (
 
     select
-        shuffled.doc_id,
-        case
-            when shuffled.shuffle_position < {{ var('train_size') }} then 'train'
-            when shuffled.shuffle_position < {{ var('train_size') }} + {{ var('validation_size') }}
-                then 'validation'
-            else 'test'
-        end as split,
-        shuffled.cluster_id,
+        splits.doc_id,
+        splits.split,
+        splits.cluster_id,
         documents.source,
         documents.text,
-        shuffled.distance,
-        shuffled.shuffle_position,
-    from shuffled
+        splits.distance,
+        splits.shuffle_position,
+    from splits
     inner join documents
-        on shuffled.doc_id = documents.doc_id
+        on splits.doc_id = documents.doc_id
 
 )
 
