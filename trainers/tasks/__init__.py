@@ -40,9 +40,6 @@ from trainers.tasks import local_data
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
-# The benchmarks of the seed's comparison tables, in its order (ARC-Easy last).
-SEED_TASKS = ["arc_challenge", "mmlu", "hellaswag", "winogrande", "lambada_openai",
-              "lambada_standard", "blimp", "arc_easy"]
 OFFLINE_TASKS = ["arc_easy", "arc_challenge", "mmlu", "hellaswag", "winogrande",
                  "lambada_openai", "blimp"]
 HUB_ONLY = {
