@@ -7,7 +7,8 @@ minipile rows, in the same run. Tokens/s is measured over the steps after the fi
 (warm-up excluded) from per-step timestamps. MFU = (6 N + 12 L d T) x tokens/s over the
 measured peak of a large fp32 matmul on this machine (N: parameters doing matmuls, i.e.
 all but the input embedding; L layers, d width, T sequence length). Needs a built
-warehouse (`make minipile`). No assertions: numbers are for reading.
+warehouse (`make minipile`, which also builds the `document_tokens` both read their ids
+from). No assertions: numbers are for reading.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def run_hf_trainer(cfg, accum: int) -> list[float]:
     exported = data.export_snapshot(
         cfg.db, cfg.dataset, snapshot, split=cfg.split, val_split=cfg.val_split,
         val_fraction=cfg.val_fraction, seed=cfg.seed, shuffle=cfg.shuffle,
+        max_tokens=None if cfg.packing else cfg.seq_len,
     )
     batches = data.iter_batches(exported["paths"]["train"], cfg.seq_len, cfg.packing,
                                 cfg.micro_batch_size)

@@ -112,8 +112,8 @@ def build_tokenizer(max_length: int = 2048):
 
     from python_udfs.ngrams import tokenizer as neox
 
-    # A copy: transformers sets padding/truncation on the object it wraps, and the data
-    # pipeline shares neox.load_tokenizer()'s cached instance.
+    # A copy: transformers sets padding/truncation on the object it wraps, and the rest of
+    # the process (the n-gram UDFs) shares neox.load_tokenizer()'s cached instance.
     backend = Tokenizer.from_str(neox.load_tokenizer().to_str())
     eos = "<|endoftext|>"  # Pythia: bos = eos = unk, no pad token
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=eos, eos_token=eos,
@@ -321,22 +321,21 @@ def _train(cfg, env, accum, global_batch, run_dir, say, on_step) -> dict:
     if state is not None:
         check_resumable(state["config"], cfg)
 
-    # ---- data: a parquet snapshot of the source rows, made once per run by rank 0
-    data_dir = run_dir / "data"
+    # ---- data: a snapshot of the documents' NeoX ids, made once per run by rank 0
+    export = functools.partial(
+        data_lib.export_snapshot, cfg.db, cfg.dataset, run_dir / "data", split=cfg.split,
+        val_split=cfg.val_split, val_fraction=cfg.val_fraction, seed=cfg.seed, shuffle=cfg.shuffle,
+        max_tokens=None if cfg.packing else cfg.seq_len)  # truncating needs only seq_len ids
     if env.main:
-        snapshot = data_lib.export_snapshot(
-            cfg.db, cfg.dataset, data_dir, split=cfg.split, val_split=cfg.val_split,
-            val_fraction=cfg.val_fraction, seed=cfg.seed, shuffle=cfg.shuffle)
+        snapshot = export()
     if env.world > 1:
         dist.barrier()
-    if not env.main:
-        snapshot = data_lib.export_snapshot(cfg.db, cfg.dataset, data_dir, split=cfg.split,
-                                            val_split=cfg.val_split, val_fraction=cfg.val_fraction,
-                                            seed=cfg.seed, shuffle=cfg.shuffle)
+    if not env.main:  # the other ranks read what rank 0 wrote
+        snapshot = export()
     data_state = state["data_state"] if state else data_lib.start_state()
     train_batches = data_lib.iter_batches(snapshot["paths"]["train"], cfg.seq_len, cfg.packing,
                                           cfg.micro_batch_size, data_state, env.rank, env.world)
-    if env.device.type == "cuda":  # tokenize the next step's documents while this one runs
+    if env.device.type == "cuda":  # cut the next step's sequences while this one runs
         train_batches = data_lib.prefetch(train_batches, depth=2 * accum)
     val_batches = data_lib.validation_batches(snapshot["paths"]["val"], cfg.seq_len, cfg.packing,
                                               cfg.micro_batch_size, cfg.eval_batches,

@@ -1,16 +1,21 @@
-"""trainers.data: the warehouse snapshot, sequence building, determinism and resume positions."""
+"""trainers.data: the id snapshot, sequence building, determinism and resume positions."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
 from itertools import islice
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import text_reference
+from trainer_warehouse import create_tokens_view
 
 from python_udfs.ngrams import tokenizer as neox
 from trainers import data
@@ -24,11 +29,14 @@ def snapshot(warehouse, tmp_path, dataset="minipile", **kw):
 
 
 def ids_of(path):
-    return pq.read_table(path).column("doc_id").to_pylist()
+    return data.doc_ids(path).tolist()
 
 
-def texts_of(path):
-    return pq.read_table(path).column("text").to_pylist()
+def texts_of(warehouse, path):
+    """The documents' text, in the snapshot's order (the snapshot itself holds ids only)."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        text = dict(con.execute("select doc_id, text from documents").fetchall())
+    return [text[i] for i in ids_of(path)]
 
 
 def test_minipile_split_column_picks_train_and_validation(warehouse, tmp_path):
@@ -50,6 +58,46 @@ def test_order_is_seeded_shuffle_and_reproducible(warehouse, tmp_path):
     assert a == b  # same seed, same order
     assert sorted(a) == sorted(c) and a != c  # another seed, another order of the same rows
     assert plain == sorted(plain) and a != plain
+    # the order the text trainer always used: md5 of the seed and doc_id
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        expected = [r[0] for r in con.execute(
+            "select doc_id from minipile where split = 'train' "
+            "order by md5('shuffle:42:' || doc_id::varchar), doc_id").fetchall()]
+    assert a == expected
+
+
+def test_snapshot_holds_each_documents_ids_in_training_order(warehouse, tmp_path):
+    whole = snapshot(warehouse, tmp_path / "whole")  # packing: whole documents
+    cut = snapshot(warehouse, tmp_path / "cut", max_tokens=40)  # truncating: the first ids only
+    texts = texts_of(warehouse, whole["paths"]["train"])
+    full, short = data.open_split(whole["paths"]["train"]), data.open_split(cut["paths"]["train"])
+    assert len(full) == len(short) == len(texts) == 36 and full.tokens.dtype == np.uint16
+    for row, text in enumerate(texts):
+        ids = neox.encode(text)
+        assert full.document(row).tolist() == ids
+        assert short.document(row).tolist() == ids[:40]
+    assert whole["tokens"]["train"] == sum(len(neox.encode(t)) for t in texts) == len(full.tokens)
+    assert cut["tokens"]["train"] == sum(min(40, len(neox.encode(t))) for t in texts)
+    assert json.loads((tmp_path / "cut" / "snap" / "meta.json").read_text())["settings"]["max_tokens"] == 40
+    # a truncated snapshot cannot serve packing or a longer seq_len
+    with pytest.raises(ValueError, match="first 40 ids"):
+        next(data.iter_sequences(cut["paths"]["train"], 32, packing=True))
+    with pytest.raises(ValueError, match="seq_len 64"):
+        next(data.iter_sequences(cut["paths"]["train"], 64, packing=False))
+
+
+def test_the_sequences_are_the_text_trainers(warehouse, tmp_path):
+    """Ids from document_tokens give, sequence for sequence, what tokenizing the text gave."""
+    old = text_reference.export_snapshot(warehouse, "minipile", tmp_path / "old", split="train",
+                                         val_split="validation", val_fraction=0.2, seed=42, shuffle=True)
+    for packing, seq_len in ((False, 32), (False, 256), (True, 48)):
+        new = snapshot(warehouse, tmp_path / f"new-{packing}-{seq_len}", max_tokens=None if packing else seq_len)
+        for split in ("train", "val"):
+            a = list(islice(text_reference.iter_sequences(old["paths"][split], seq_len, packing), 100))
+            b = list(islice(data.iter_sequences(new["paths"][split], seq_len, packing), 100))
+            assert len(a) == len(b) == 100
+            for (xa, ya, sa), (xb, yb, sb) in zip(a, b):
+                assert (xa == xb).all() and (ya == yb).all() and sa == sb
 
 
 def test_documents_hold_out_a_stable_fraction(warehouse, tmp_path):
@@ -61,24 +109,79 @@ def test_documents_hold_out_a_stable_fraction(warehouse, tmp_path):
     assert set(ids_of(b["paths"]["val"])) == val  # the held-out rows do not depend on the seed
 
 
-def test_sql_source_without_doc_id(warehouse, tmp_path):
-    sql = "sql:select text from documents where source = 'BBC News'"
-    snap = snapshot(warehouse, tmp_path, dataset=sql, val_fraction=0.0)
-    assert snap["rows"] == {"train": 15, "val": 0}
+def test_sql_source_picks_documents_by_doc_id(warehouse, tmp_path):
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        bbc = con.execute("select text from documents where source = 'BBC News'").fetchall()
-    bbc = {text for (text,) in bbc}
-    assert set(texts_of(snap["paths"]["train"])) == bbc
+        bbc = {i for (i,) in con.execute("select doc_id from documents where source = 'BBC News'").fetchall()}
+    for sql in ("sql:select doc_id from documents where source = 'BBC News'",
+                "sql:select doc_id, text from documents where source = 'BBC News'"):
+        snap = snapshot(warehouse, tmp_path / str(len(sql)), dataset=sql, val_fraction=0.0)
+        assert snap["rows"] == {"train": 15, "val": 0}
+        assert set(ids_of(snap["paths"]["train"])) == bbc
+        assert list(data.iter_sequences(snap["paths"]["val"], 32, False, loop=False)) == []
+
+
+def test_sql_source_needs_doc_id_and_the_documents_text(warehouse, tmp_path):
+    with pytest.raises(ValueError, match="no `doc_id` column.*document_tokens by doc_id"):
+        snapshot(warehouse, tmp_path / "a", dataset="sql:select text from documents where source = 'BBC News'")
+    changed = "sql:select doc_id, upper(text) as text from documents where doc_id < 10"
+    with pytest.raises(ValueError, match=r"text of 10 of its documents \(e.g. doc_id 0\) differs"):
+        snapshot(warehouse, tmp_path / "b", dataset=changed)
+    assert not (tmp_path / "b" / "snap" / "meta.json").exists()
 
 
 def test_bad_sources_fail_clearly(warehouse, tmp_path):
     with pytest.raises(ValueError, match="table name"):
         snapshot(warehouse, tmp_path / "a", dataset="documents; drop table documents")
-    with pytest.raises(ValueError, match="no `text` column"):
-        snapshot(warehouse, tmp_path / "b", dataset="sql:select doc_id from documents")
+    with pytest.raises(ValueError, match="no training rows"):
+        snapshot(warehouse, tmp_path / "b", dataset="sql:select doc_id from documents where false")
     with pytest.raises(FileNotFoundError):
         data.export_snapshot(tmp_path / "missing.duckdb", "minipile", tmp_path / "c", split="train",
                              val_split="validation", val_fraction=0.1, seed=1, shuffle=True)
+
+
+def test_missing_tokens_fail_clearly(warehouse, tmp_path, token_parts):
+    # ngram_source: minipile tokenizes only minipile's train split
+    with duckdb.connect(str(warehouse)) as con:
+        create_tokens_view(con, token_parts, "doc_id in (select doc_id from minipile where split = 'train')")
+    with pytest.raises(data.MissingTokensError) as info:
+        snapshot(warehouse, tmp_path / "a")
+    message = str(info.value)
+    assert "6 of the 6 validation documents of 'minipile' have no ids in document_tokens" in message
+    assert "dbt build --select tag:ngrams" in message and "{ngram_source: documents}" in message
+    with pytest.raises(data.MissingTokensError, match="24 of the 60 training documents of 'documents'"):
+        snapshot(warehouse, tmp_path / "b", dataset="documents", val_fraction=0.0)
+    assert not list((tmp_path / "a" / "snap").glob("*"))  # nothing half-written is left to reuse
+    ok = snapshot(warehouse, tmp_path / "c", val_split=None)  # train split alone is all there
+    assert ok["rows"] == {"train": 36, "val": 0}
+
+    moved = tmp_path / "lake" / "part-000000.parquet"  # the view over parts that are gone
+    moved.parent.mkdir()
+    shutil.copy(sorted(Path(token_parts).parent.glob("part-*.parquet"))[0], moved)
+    with duckdb.connect(str(warehouse)) as con:
+        create_tokens_view(con, str(moved.parent / "part-*.parquet"))
+    moved.unlink()
+    with pytest.raises(data.MissingTokensError, match="could not be read.*PILEHOUSE_LAKE.*tag:ngrams"):
+        snapshot(warehouse, tmp_path / "d")
+    with duckdb.connect(str(warehouse)) as con:  # the catalog was never built
+        con.execute("drop view document_tokens")
+    with pytest.raises(data.MissingTokensError, match="no document_tokens.*dbt build --select tag:ngrams"):
+        snapshot(warehouse, tmp_path / "e")
+
+
+def test_a_snapshot_is_reused_only_for_its_settings(warehouse, tmp_path):
+    first = snapshot(warehouse, tmp_path)
+    with duckdb.connect(str(warehouse)) as con:  # the warehouse changes: the snapshot does not
+        con.execute("drop view document_tokens")
+    again = snapshot(warehouse, tmp_path)
+    assert again == first
+    with pytest.raises(ValueError, match="other settings"):
+        snapshot(warehouse, tmp_path, seed=7)
+    old = tmp_path / "old"  # what the text trainer left in a run's data/
+    old.mkdir()
+    pq.write_table(pa.table({"doc_id": [1], "text": ["a"]}), old / "train.parquet")
+    with pytest.raises(ValueError, match="text snapshot of an older trainer"):
+        data.export_snapshot(warehouse, "minipile", old, split="train", val_split="validation",
+                             val_fraction=0.2, seed=42, shuffle=True)
 
 
 def test_snapshot_does_not_hold_the_warehouse(warehouse, tmp_path):
@@ -88,9 +191,9 @@ def test_snapshot_does_not_hold_the_warehouse(warehouse, tmp_path):
 
 
 def test_truncate_and_pad_like_the_seed(warehouse, tmp_path):
-    path = snapshot(warehouse, tmp_path)["paths"]["train"]
-    texts = texts_of(path)
     seq_len = 64
+    path = snapshot(warehouse, tmp_path, max_tokens=seq_len)["paths"]["train"]
+    texts = texts_of(warehouse, path)
     seqs = list(islice(data.iter_sequences(path, seq_len, packing=False), len(texts)))
     for text, (x, y, _) in zip(texts, seqs):
         ids = neox.encode(text)
@@ -108,7 +211,7 @@ def test_truncate_and_pad_like_the_seed(warehouse, tmp_path):
 
 def test_packing_joins_documents_with_eos(warehouse, tmp_path):
     path = snapshot(warehouse, tmp_path)["paths"]["train"]
-    texts = texts_of(path)[:5]
+    texts = texts_of(warehouse, path)[:5]
     stream = np.concatenate([np.append(neox.encode(t), EOS) for t in texts])
     seq_len = 64
     n = len(stream) // seq_len
@@ -116,6 +219,22 @@ def test_packing_joins_documents_with_eos(warehouse, tmp_path):
     for i, (x, y, _) in enumerate(seqs):
         assert x.shape == (seq_len,) and (x == y).all()
         assert x.tolist() == stream[i * seq_len:(i + 1) * seq_len].tolist()
+
+
+def test_packing_in_doc_id_order_is_the_catalogs_token_sequences(warehouse_template, tmp_path, token_parts):
+    """Unshuffled, nothing held out, the same length: the trainer's packed stream is
+    token_sequences, packed by the catalog's own code from the same parts."""
+    from python_udfs.ngrams.counts import pack_sequences
+
+    seq_len = 128
+    pack_sequences(sorted(Path(token_parts).parent.glob("part-*.parquet")), tmp_path / "sequences",
+                   seq_len=seq_len, seqs_per_part=16, progress=False)
+    catalog = [s for part in sorted((tmp_path / "sequences").glob("part-*.parquet"))
+               for s in pq.read_table(part).column("tokens").to_pylist()]
+    snap = snapshot(warehouse_template, tmp_path, dataset="documents", val_fraction=0.0, shuffle=False)
+    ours = [x.tolist() for x, _, _ in data.iter_sequences(snap["paths"]["train"], seq_len, True, loop=False)]
+    assert len(ours) == len(catalog) - 1 > 100  # the catalog keeps its short last sequence
+    assert ours == catalog[:-1]
 
 
 def test_epochs_repeat_the_rows(warehouse, tmp_path):
@@ -129,20 +248,11 @@ def test_epochs_repeat_the_rows(warehouse, tmp_path):
 @pytest.mark.parametrize("packing", [False, True])
 def test_resume_from_a_saved_position(warehouse, tmp_path, packing):
     """Restarting at a sequence's saved state gives the rest of the uninterrupted stream."""
-    path = snapshot(warehouse, tmp_path)["paths"]["train"]
+    path = snapshot(warehouse, tmp_path, max_tokens=None if packing else 48)["paths"]["train"]
     full = list(islice(data.iter_sequences(path, 48, packing), 90))  # > 1 epoch when truncating
     for k in (1, 7, 40):
         rest = list(islice(data.iter_sequences(path, 48, packing, state=full[k - 1][2]), 90 - k))
         assert [s[0].tolist() for s in rest] == [s[0].tolist() for s in full[k:]]
-
-
-def test_seek_across_row_groups(tmp_path):
-    path = tmp_path / "groups.parquet"
-    texts = [f"document number {i}" for i in range(23)]
-    pq.write_table(pa.table({"doc_id": list(range(23)), "text": texts}), path, row_group_size=5)
-    for row in (0, 4, 5, 6, 12, 22, 23):
-        got = [t for chunk in data.iter_texts(path, row, chunk=3) for t in chunk]
-        assert got == texts[row:]
 
 
 def test_batches_are_deterministic_and_split_over_ranks(warehouse, tmp_path):

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import text_reference
 import torch
 from safetensors.torch import load_file
 
+from trainers import data
 from trainers.presets import TrainConfig
 from trainers.train import train
 
@@ -87,6 +89,29 @@ def test_killed_run_resumes_to_the_same_weights(warehouse, tmp_path, packing):
     assert torch.equal(weights(again)["embed_out.weight"], b["embed_out.weight"])
     with pytest.raises(ValueError, match="lr"):
         train(tiny(warehouse, tmp_path / "b", packing=packing, run_id="resumed", lr=1e-2))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_same_losses_as_tokenizing_the_text(warehouse, tmp_path, monkeypatch, packing):
+    """Ids from document_tokens train exactly as the old trainer, which tokenized the text."""
+    def run(run_id: str) -> tuple[list[tuple], dict]:
+        losses: list[tuple] = []
+        cfg = tiny(warehouse, tmp_path, packing=packing, run_id=run_id, steps=4, eval_every=2,
+                   eval_batches=2, checkpoint_every=0)
+        summary = train(cfg, on_step=lambda step, row: losses.append((row["loss"], row["val_loss"])))
+        return losses, summary
+
+    ids, ids_run = run("ids")
+    assert (tmp_path / "ids" / "data" / "train.bin").exists()
+    with monkeypatch.context() as patch:  # the text path, kept in the tests as the reference
+        patch.setattr(data, "export_snapshot", text_reference.export_snapshot)
+        patch.setattr(data, "iter_sequences", text_reference.iter_sequences)
+        text, text_run = run("text")
+    assert (tmp_path / "text" / "data" / "train.parquet").exists()
+    assert len(ids) == 4 and sum(v is not None for _, v in ids) == 2
+    assert ids == text  # the same floats, step for step, training and validation
+    a, b = weights(ids_run), weights(text_run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_rows_land_in_the_warehouse_and_the_model_loads(warehouse, tmp_path):
