@@ -75,7 +75,7 @@ def compute_part(worker: Worker, step: Step, part: Part, fingerprint: str) -> Pa
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         if not isinstance(data, pa.Table | pa.RecordBatchReader):
-            raise TypeError(f"the worker returned {type(data).__name__}, not a pyarrow.Table")
+            raise TypeError(f"the worker returned {type(data).__name__}, not a pyarrow.Table or RecordBatchReader")
         Path(step.out_dir).mkdir(parents=True, exist_ok=True)
         rows_out = write_atomic(data, path, fingerprint, metadata)
     except Exception as err:
