@@ -1,12 +1,15 @@
 """Document embeddings with sentence-transformers, streamed and resumable.
 
-Documents are embedded in resumable parquet parts (``python_udfs.runner.parts``): a rerun after
-a kill, or a plain ``dbt build``, embeds only the parts that are missing or changed.
+Embedding is one runner step (``python_udfs.runner``): documents are cut into parts of
+``part_size``, and a part is embedded only when no file carries its fingerprint (its
+doc_ids and texts plus model, max_tokens, prefix and dtype). A rerun after a kill, or a
+plain ``dbt build``, embeds only the parts that are missing or changed. The worker loads
+the model once and then embeds many parts, wherever the executor runs it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib.util
 import os
 import re
@@ -17,7 +20,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from python_udfs.runner.parts import build_parts
+from python_udfs.runner.executors import Executor
+from python_udfs.runner.run import RunStats, run_step
+from python_udfs.runner.step import Step, Worker, split_rows
+from python_udfs.settings import embedding_slug
 
 
 @dataclass
@@ -45,13 +51,13 @@ class EmbedConfig:
     dtype: str = "float32"
 
     def slug(self) -> str:
-        """Folder name that changes whenever the vectors would change."""
-        name = re.sub(r"[^A-Za-z0-9]+", "-", self.model).strip("-").lower()
-        key = f"{self.model}|{self.max_tokens}|{self.prefix}"
-        if self.dtype != "float32":
-            key += f"|{self.dtype}"
-        tag = hashlib.sha1(key.encode()).hexdigest()[:8]
-        return f"{name}-{self.max_tokens}-{tag}"
+        """Folder name that changes whenever the vectors would change (``settings.lake_path``'s)."""
+        return embedding_slug(self.model, self.max_tokens, self.prefix, self.dtype)
+
+    def settings(self) -> dict:
+        """What changes the vectors: in every part's fingerprint (batch size and device do not)."""
+        return {"model": self.model, "max_tokens": int(self.max_tokens), "prefix": self.prefix or "",
+                "dtype": self.dtype}
 
 
 def resolve_model(name: str) -> str:
@@ -114,6 +120,29 @@ def embed_texts(model, texts: list[str], config: EmbedConfig) -> np.ndarray:
     return vectors
 
 
+def embed_part(rows: pa.Table, model, config: EmbedConfig) -> pa.Table:
+    """One part: (doc_id, text) rows in, (doc_id, embedding) out, in the same order."""
+    vectors = embed_texts(model, rows.column("text").to_pylist(), config)
+    n, dim = vectors.shape
+    return pa.table({
+        "doc_id": rows.column("doc_id").cast(pa.int64()),
+        "embedding": pa.ListArray.from_arrays(
+            pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)), pa.array(vectors.reshape(-1)),
+        ),
+    })
+
+
+def make_embedder(config: EmbedConfig, model=None) -> Worker:
+    """The step's worker: loads the model once (unless given), then embeds any number of parts."""
+    return functools.partial(embed_part, model=load_model(config) if model is None else model, config=config)
+
+
+def embed_step(config: EmbedConfig, out_dir: Path, model=None) -> Step:
+    """The embedding step; picklable when ``model`` is None (each worker loads its own)."""
+    return Step(name="embed", out_dir=Path(out_dir), settings=config.settings(),
+                make_worker=functools.partial(make_embedder, config, model), unit="doc")
+
+
 def embed_to_parts(
     batches: Iterable[pa.RecordBatch],
     out_dir: Path,
@@ -121,27 +150,12 @@ def embed_to_parts(
     total: int | None = None,
     progress: bool = True,
     model=None,
-) -> dict:
-    """Embed documents into ``out_dir/part-*.parquet``; returns counts of parts and documents.
+    executor: str | Executor | None = None,
+) -> RunStats:
+    """Embed documents into ``out_dir/part-*.parquet``; returns the parts computed and reused.
 
     ``batches`` yields record batches with ``doc_id`` and ``text``, ordered by ``doc_id``.
     The model is loaded only if some part needs embedding.
     """
-    loaded = [model]
-
-    def compute(ids: list[int], texts: list[str]) -> pa.Table:
-        if loaded[0] is None:
-            loaded[0] = load_model(config)
-        vectors = embed_texts(loaded[0], texts, config)
-        dim = vectors.shape[1]
-        return pa.table({
-            "doc_id": pa.array(ids, pa.int64()),
-            "embedding": pa.ListArray.from_arrays(
-                pa.array(np.arange(0, (len(ids) + 1) * dim, dim, dtype=np.int32)),
-                pa.array(vectors.reshape(-1)),
-            ),
-        })
-
-    stats = build_parts(batches, out_dir, config.part_size, config.slug(), compute,
-                        desc=f"embed {config.model}", total=total, progress=progress)
-    return {"parts": stats["parts"], "embedded": stats["computed"], "reused": stats["reused"]}
+    parts = split_rows(batches, config.part_size, columns=["doc_id", "text"])
+    return run_step(embed_step(config, out_dir, model), parts, executor=executor, total=total, progress=progress)

@@ -5,19 +5,32 @@ centroids are re-normalised so that the clustering is by cosine similarity, as i
 ``partial_fit`` initialises only once and ignores ``n_init``, so the ``n_init`` k-means++
 candidates are drawn here on the first batch and the one with the lowest inertia is kept,
 as ``MiniBatchKMeans.fit`` does.
+
+Assignment is one runner step over the embedding parts: a part is one embedding file
+(read where it is computed), its content digest is that file's fingerprint and the
+centroids' digest is in the settings, so new centroids reassign everything and a new
+embedding part reassigns only itself.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from python_udfs.runner.executors import Executor
+from python_udfs.runner.run import RunStats, run_step
+from python_udfs.runner.step import Part, Step, Worker
 
 
 @dataclass
@@ -158,3 +171,50 @@ def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray
     cluster = np.argmax(sims, axis=1)
     distance = 1.0 - sims[np.arange(len(x)), cluster].astype(np.float64)
     return cluster.astype(np.int32), distance
+
+
+ASSIGNMENT_SCHEMA = pa.schema([("doc_id", pa.int64()), ("cluster_id", pa.int32()), ("distance", pa.float64())])
+
+
+def centroid_digest(centroids: np.ndarray) -> str:
+    """Changes when any centroid changes (or k or the dimension does)."""
+    x = np.ascontiguousarray(centroids, dtype=np.float32)
+    return hashlib.sha1(f"{x.shape}".encode() + x.tobytes()).hexdigest()
+
+
+def assign_part(rows: pa.Table, centroids: np.ndarray) -> pa.Table:
+    """One part: (doc_id, embedding) rows in, (doc_id, cluster_id, distance) out, in the same order."""
+    cluster, distance = assign(batch_to_numpy(rows), centroids)
+    return pa.table([rows.column("doc_id").cast(pa.int64()), pa.array(cluster, pa.int32()),
+                     pa.array(distance, pa.float64())], schema=ASSIGNMENT_SCHEMA)
+
+
+def make_assigner(centroids: np.ndarray) -> Worker:
+    return functools.partial(assign_part, centroids=normalise(np.asarray(centroids, dtype=np.float32)))
+
+
+def read_embedding_part(path: str) -> pa.Table:
+    """An embedding part's rows, read where the assignment part is computed."""
+    return pq.read_table(path, columns=["doc_id", "embedding"])
+
+
+def embedding_parts(manifest: pa.Table) -> Iterator[Part]:
+    """One assignment part per embedding part of ``manifest`` (part_index, path, n_rows, fingerprint)."""
+    for row in manifest.sort_by("part_index").to_pylist():
+        yield Part(index=row["part_index"], content=row["fingerprint"],
+                   load=functools.partial(read_embedding_part, row["path"]), size=row["n_rows"])
+
+
+def assign_to_parts(
+    embedding_manifest: pa.Table,
+    centroids: np.ndarray,
+    out_dir: Path,
+    progress: bool = True,
+    executor: str | Executor | None = None,
+) -> RunStats:
+    """Nearest centroid for every embedding part, into ``out_dir/part-*.parquet`` (one per embedding part)."""
+    step = Step(name="assign", out_dir=Path(out_dir),
+                settings={"centroids": centroid_digest(centroids), "k": int(len(centroids))},
+                make_worker=functools.partial(make_assigner, np.asarray(centroids, dtype=np.float32)), unit="doc")
+    total = int(pc.sum(embedding_manifest.column("n_rows")).as_py() or 0)
+    return run_step(step, embedding_parts(embedding_manifest), executor=executor, total=total, progress=progress)

@@ -1,4 +1,4 @@
-"""Corpus readers: turn a raw corpus into `documents` and `rejected_documents` parquet shards.
+"""Corpus readers: turn a raw corpus into records, each accepted (a document) or rejected.
 
 Every input record ends up in exactly one of the two outputs, so
 ``input records = accepted + rejected`` holds by construction and is tested.
@@ -30,33 +30,32 @@ RAW_LIMIT = 1000  # rejected records keep at most this many characters of the ra
 
 REASONS = ("bad_json", "missing_text", "empty_text", "not_utf8", "wrong_type")
 
-DOCUMENT_SCHEMA = pa.schema(
+#: One ingest part (one input file): every record of the file, accepted (``reason`` null,
+#: ``text`` set) or rejected (``reason``, ``detail``, ``raw`` set), in file order.
+RECORD_SCHEMA = pa.schema(
     [
-        ("doc_id", pa.int64()),
+        ("file_index", pa.int64()),  # the file's position in the sorted input (its part number)
+        ("source_file", pa.string()),
+        ("record_number", pa.int64()),  # position inside source_file, 0-based
         ("source", pa.string()),
         ("text", pa.string()),
         ("meta", pa.string()),
-        ("source_file", pa.string()),
-        ("record_number", pa.int64()),
-    ]
-)
-REJECTED_SCHEMA = pa.schema(
-    [
-        ("record_index", pa.int64()),
-        ("source_file", pa.string()),
-        ("record_number", pa.int64()),
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("raw", pa.string()),
     ]
 )
+#: One row per input file: its counts and where its records start in the whole input.
 MANIFEST_SCHEMA = pa.schema(
     [
+        ("file_index", pa.int64()),
         ("source_file", pa.string()),
         ("n_records", pa.int64()),
         ("n_accepted", pa.int64()),
         ("n_rejected", pa.int64()),
         ("first_record_index", pa.int64()),
+        ("reasons", pa.map_(pa.string(), pa.int64())),
+        ("fingerprint", pa.string()),
     ]
 )
 
@@ -70,7 +69,8 @@ class CorpusConfig:
     source_field: dotted path to the source label; Pile's is ``meta.pile_set_name``.
     default_source: label used where a record carries no source.
     hf_split: split streamed from a Hugging Face dataset.
-    shard_size: accepted documents per parquet shard (bounds writer memory).
+    shard_size: records read before they are written out as one row group of the file's
+        part (bounds memory: a whole Pile file streams through).
     """
 
     inputs: list[str]
@@ -197,16 +197,25 @@ def read_hf(name: str, split: str) -> Iterator[Record]:
         yield Record(f"hf:{name}/{split}", number, value=row)
 
 
+def source_name(path: str, config: CorpusConfig) -> str:
+    """The ``source_file`` a file's records carry: the path, or ``hf:NAME/SPLIT`` for a stream."""
+    return f"{path}/{config.hf_split}" if path.startswith("hf:") else path
+
+
+def read_file(path: str, config: CorpusConfig) -> Iterator[Record]:
+    """The records of one input file (or one ``hf:`` stream), in file order."""
+    if path.startswith("hf:"):
+        yield from read_hf(path[3:], config.hf_split)
+    elif _kind(path) == "parquet":
+        yield from read_parquet(path)
+    else:
+        yield from read_jsonl(path)
+
+
 def iter_records(config: CorpusConfig) -> Iterator[Record]:
     """All records of the corpus, files in sorted order."""
-    files = expand_inputs(config.inputs)
-    for path in files:
-        if path.startswith("hf:"):
-            yield from read_hf(path[3:], config.hf_split)
-        elif _kind(path) == "parquet":
-            yield from read_parquet(path)
-        else:
-            yield from read_jsonl(path)
+    for path in expand_inputs(config.inputs):
+        yield from read_file(path, config)
 
 
 def _lookup(value: dict, dotted: str) -> object:

@@ -27,7 +27,7 @@ from python_udfs.runner.step import Part, Step, Worker
 
 @dataclass
 class PartResult:
-    """What travels back from a computed part."""
+    """What travels back from a computed part (small: the part itself stays where it was written)."""
 
     index: int
     path: Path
@@ -37,7 +37,31 @@ class PartResult:
 
 
 class PartFailed(RuntimeError):
-    """A part could not be computed; the message names the step, the part and its output file."""
+    """A part could not be computed; the message names the step, the part and its output file.
+
+    The fields travel with the error (``__reduce__``), so an executor that computes parts
+    in another process can raise it on the driver unchanged.
+    """
+
+    def __init__(self, step: str, index: int, path: Path | str, reason: str) -> None:
+        self.step, self.index, self.path, self.reason = step, index, Path(path), reason
+        super().__init__(f"step {step!r}: part {index} -> {path} failed: {reason}")
+
+    def __reduce__(self):
+        return (PartFailed, (self.step, self.index, self.path, self.reason))
+
+
+def _reason(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def build_worker(step: Step, part: Part) -> Worker:
+    """``step.make_worker()``; a failure (a model that will not load) names the part that needed it."""
+    try:
+        return step.make_worker()
+    except Exception as err:
+        raise PartFailed(step.name, part.index, step.part_path(part.index),
+                         f"building the worker: {_reason(err)}") from err
 
 
 def compute_part(worker: Worker, step: Step, part: Part, fingerprint: str) -> PartResult:
@@ -47,20 +71,27 @@ def compute_part(worker: Worker, step: Step, part: Part, fingerprint: str) -> Pa
     try:
         rows = part.input_rows()
         output = worker(rows)
-        table, metadata = (output if isinstance(output, tuple) else (output, {}))
-        if not isinstance(table, pa.Table):
-            raise TypeError(f"the worker returned {type(table).__name__}, not a pyarrow.Table")
+        data, metadata = (output if isinstance(output, tuple) else (output, {}))
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        if not isinstance(data, pa.Table | pa.RecordBatchReader):
+            raise TypeError(f"the worker returned {type(data).__name__}, not a pyarrow.Table or RecordBatchReader")
         Path(step.out_dir).mkdir(parents=True, exist_ok=True)
-        write_atomic(table, path, fingerprint, metadata)
+        rows_out = write_atomic(data, path, fingerprint, metadata)
     except Exception as err:
-        raise PartFailed(
-            f"step {step.name!r}: part {part.index} -> {path} failed: {type(err).__name__}: {err}"
-        ) from err
-    return PartResult(part.index, path, rows.num_rows, table.num_rows, time.perf_counter() - started)
+        raise PartFailed(step.name, part.index, path, _reason(err)) from err
+    return PartResult(part.index, path, rows.num_rows, rows_out, time.perf_counter() - started)
 
 
 class Executor(Protocol):
-    """Computes parts, possibly elsewhere and out of order."""
+    """Computes parts, possibly elsewhere and out of order.
+
+    ``run`` pulls (part, fingerprint) pairs from ``todo`` lazily (a Pile-sized input never
+    sits in memory; a remote executor keeps a bounded number in flight), computes each with
+    a worker built once per worker process (``build_worker``) and ``compute_part``, and
+    yields one ``PartResult`` per part as it finishes. A part that fails raises
+    ``PartFailed``; results already yielded stay on disk.
+    """
 
     name: str
 
@@ -72,22 +103,20 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """In this process, in part order; the worker is built once, on the first part to compute."""
+    """In this process, in part order; the worker is built once, on the first part to compute
+    (a step whose parts are all on disk never loads its model)."""
 
     name = "local"
-
-    def __init__(self) -> None:
-        self._workers: dict[int, Worker] = {}
 
     def run(self, step: Step, todo: Iterable[tuple[Part, str]]) -> Iterator[PartResult]:
         worker = None
         for part, fingerprint in todo:
             if worker is None:
-                worker = step.make_worker()
+                worker = build_worker(step, part)
             yield compute_part(worker, step, part, fingerprint)
 
     def close(self) -> None:
-        self._workers.clear()
+        pass
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}

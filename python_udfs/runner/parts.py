@@ -1,11 +1,14 @@
-"""Resumable, atomic parquet parts: the unit of restart for every expensive per-document step.
+"""Resumable, atomic parquet parts: the unit of restart for every expensive step.
 
-Rows arrive ordered by ``doc_id`` and are cut into parts of ``part_size`` rows. Part ``i``
-is written once, atomically (temporary file, then rename), as ``part-{i:06d}.parquet``
-with a fingerprint of the rows it covers in its parquet metadata. A rerun skips every
-part whose fingerprint still matches and computes only the rest, so a killed step
-resumes without a missing or duplicated ``doc_id``; parts past the end of a shorter
-input are deleted.
+Part ``i`` of a step is written once, atomically (temporary file, then rename), as
+``part-{i:06d}.parquet`` with a fingerprint of its input and settings in its parquet
+metadata. ``python_udfs.runner.run.run_step`` skips every part whose fingerprint still
+matches and computes only the rest, so a killed step resumes without a missing or
+duplicated row; parts past the end of a shorter input are deleted.
+
+``build_parts``, ``iter_parts`` and ``part_fingerprint`` are the older (doc_id, text) loop
+that the tokenizer (``ngrams.counts``) and the scanner still use until they move to
+``run_step``; new steps use ``run_step``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 import os
 import re
 import sys
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -47,6 +51,7 @@ def part_fingerprint(doc_ids: list[int], texts: list[str], salt: str) -> str:
 
 
 def existing_fingerprint(path: Path) -> str | None:
+    """The fingerprint a part file was written with; None for a missing, torn or foreign file."""
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
@@ -55,31 +60,58 @@ def existing_fingerprint(path: Path) -> str | None:
     return value.decode() if value else None
 
 
-def write_atomic(table: pa.Table, path: Path, fingerprint: str, extra_metadata: dict | None = None) -> None:
-    """Write a parquet file that is either whole or absent, stamped with ``fingerprint``.
+def part_info(path: Path) -> tuple[int, str | None]:
+    """(rows, fingerprint) of a part from its parquet footer alone: a manifest never reads the data."""
+    footer = pq.ParquetFile(path).metadata
+    value = (footer.metadata or {}).get(FINGERPRINT_KEY)
+    return footer.num_rows, value.decode() if value else None
 
+
+def write_atomic(
+    data: pa.Table | pa.RecordBatchReader,
+    path: Path,
+    fingerprint: str,
+    extra_metadata: dict | None = None,
+) -> int:
+    """Write a parquet file that is either whole or absent, stamped with ``fingerprint``; returns its rows.
+
+    ``data`` is a table, or a ``RecordBatchReader`` written batch by batch (one row group
+    each), so a part larger than memory (a whole Pile file) streams through.
     ``extra_metadata`` (str or bytes values) is stored in the file's schema metadata too.
     """
     path = Path(path)
-    metadata = dict(table.schema.metadata or {})
+    metadata = dict(data.schema.metadata or {})
     for key, value in (extra_metadata or {}).items():
         metadata[key.encode() if isinstance(key, str) else key] = value.encode() if isinstance(value, str) else value
     metadata[FINGERPRINT_KEY] = fingerprint.encode()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # unique per writer: two threads or processes computing the same part never share a temporary
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
-        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+        if isinstance(data, pa.Table):
+            rows = data.num_rows
+            pq.write_table(data.replace_schema_metadata(metadata), tmp)
+        else:
+            rows = 0
+            with pq.ParquetWriter(tmp, data.schema.with_metadata(metadata)) as writer:
+                for batch in data:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # nothing partial is kept, whatever went wrong
         raise
+    return rows
+
+
+_PART_NAME = re.compile(r"part-(\d+)\.parquet")
 
 
 def remove_stale(out_dir: Path, n_parts: int) -> None:
     """Delete parts numbered ``n_parts`` and up (an older, longer input) and torn temporaries."""
     for stale in Path(out_dir).glob("part-*.parquet*"):
-        number = int(re.findall(r"\d+", stale.name)[0])
-        if number >= n_parts or stale.name.endswith(".tmp"):
-            stale.unlink()
+        match = _PART_NAME.match(stale.name)
+        if stale.name.endswith(".tmp") or (match is not None and int(match[1]) >= n_parts):
+            stale.unlink(missing_ok=True)
 
 
 def build_parts(

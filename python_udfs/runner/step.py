@@ -24,8 +24,9 @@ from typing import Any
 
 import pyarrow as pa
 
-#: What a worker returns for one part: its output table, or (table, extra parquet metadata).
-PartOutput = pa.Table | tuple[pa.Table, dict[str, str]]
+#: What a worker returns for one part: its output table (or a ``RecordBatchReader`` streaming
+#: it, for a part larger than memory), optionally with extra parquet metadata: (table, {...}).
+PartOutput = pa.Table | pa.RecordBatchReader | tuple[pa.Table | pa.RecordBatchReader, dict[str, str]]
 #: A worker: rows of one part in, one Arrow table out (pure: same rows, same output).
 Worker = Callable[[pa.Table], PartOutput]
 

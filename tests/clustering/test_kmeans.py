@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from python_udfs.clustering.kmeans import (
+    ASSIGNMENT_SCHEMA,
     KMeansConfig,
     assign,
+    assign_to_parts,
     batch_to_numpy,
+    centroid_digest,
+    embedding_parts,
     fit,
+    make_assigner,
     normalise,
     rebatch,
 )
+from python_udfs.runner.parts import write_atomic
 
 K, DIM, N = 5, 32, 2000
 
@@ -199,3 +208,82 @@ def test_batch_to_numpy_fixed_size_list() -> None:
     batch = pa.record_batch({"embedding": pa.FixedSizeListArray.from_arrays(values, 4)})
     np.testing.assert_array_equal(batch_to_numpy(batch),
                                   np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+# --- assignment parts (the runner step over embedding parts) -------------------------------
+
+def write_embedding_parts(folder: Path, x: np.ndarray, part_size: int, tag: str = "") -> pa.Table:
+    """Embedding parts as int_documents_embedded leaves them, and their manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index, start in enumerate(range(0, len(x), part_size)):
+        chunk = x[start:start + part_size]
+        path = folder / f"part-{index:06d}.parquet"
+        fingerprint = f"embedding-part-{index}{tag}"
+        write_atomic(pa.table({"doc_id": pa.array(range(start, start + len(chunk)), pa.int64()),
+                               "embedding": pa.array(chunk.tolist(), pa.list_(pa.float32()))}), path, fingerprint)
+        rows.append({"part_index": index, "path": str(path), "n_rows": len(chunk), "fingerprint": fingerprint})
+    return pa.Table.from_pylist(rows)
+
+
+def read_assignments(out: Path) -> pa.Table:
+    return pq.read_table(sorted(out.glob("part-*.parquet"))).sort_by("doc_id")
+
+
+def test_assignment_parts_match_a_whole_assign(data, tmp_path: Path) -> None:
+    x, _ = data
+    x = x[:700]
+    centroids, _ = fit(chunked(x, [256]), config(max_epochs=2), progress=False)
+    manifest = write_embedding_parts(tmp_path / "emb", x, 256)
+    out = tmp_path / "assign"
+    stats = assign_to_parts(manifest, centroids, out, progress=False)
+    assert (stats.parts, stats.computed_parts, stats.computed) == (3, 3, 700)
+    assert sorted(p.name for p in out.iterdir()) == [f"part-{i:06d}.parquet" for i in range(3)]
+    got = read_assignments(out)
+    assert got.schema == ASSIGNMENT_SCHEMA
+    cluster, distance = assign(x, normalise(centroids))
+    assert got.column("doc_id").to_pylist() == list(range(700))
+    assert got.column("cluster_id").to_pylist() == cluster.tolist()
+    np.testing.assert_allclose(got.column("distance").to_numpy(), distance, atol=1e-6)
+    assert stats.manifest().column("n_rows").to_pylist() == [256, 256, 188]
+
+
+def test_assignment_parts_are_reused_until_centroids_or_embeddings_change(data, tmp_path: Path) -> None:
+    x, _ = data
+    x = x[:600]
+    a, _ = fit(chunked(x, [200]), config(max_epochs=1, seed=1), progress=False)
+    b, _ = fit(chunked(x, [200]), config(max_epochs=1, seed=2), progress=False)
+    manifest = write_embedding_parts(tmp_path / "emb", x, 200)
+    out = tmp_path / "assign"
+    assign_to_parts(manifest, a, out, progress=False)
+    again = assign_to_parts(manifest, a, out, progress=False)
+    assert (again.computed_parts, again.reused_parts) == (0, 3)
+    assert centroid_digest(a) != centroid_digest(b) and centroid_digest(a) == centroid_digest(a.copy())
+    moved = assign_to_parts(manifest, b, out, progress=False)  # new centroids: every part again
+    assert (moved.computed_parts, moved.reused_parts) == (3, 0)
+    assert read_assignments(out).column("cluster_id").to_pylist() == assign(x, normalise(b))[0].tolist()
+    # one embedding part re-embedded (new fingerprint), and the corpus one part shorter
+    changed = x[:400].copy()
+    changed[250:260] = changed[::-1][:10]
+    manifest = write_embedding_parts(tmp_path / "emb2", changed, 200, tag="-v2")
+    manifest = pa.Table.from_pylist([
+        {**row, "fingerprint": "embedding-part-0"} if row["part_index"] == 0 else row for row in manifest.to_pylist()
+    ])
+    shorter = assign_to_parts(manifest, b, out, progress=False)
+    assert (shorter.parts, shorter.computed_parts, shorter.reused_parts) == (2, 1, 1)
+    assert sorted(p.name for p in out.iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    assert read_assignments(out).column("cluster_id").to_pylist() == assign(changed, normalise(b))[0].tolist()
+
+
+def test_assignment_step_travels_to_other_workers(data, tmp_path: Path) -> None:
+    import pickle
+
+    x, _ = data
+    manifest = write_embedding_parts(tmp_path / "emb", x[:50], 20)
+    parts = [pickle.loads(pickle.dumps(p)) for p in embedding_parts(manifest)]
+    assert [(p.index, p.content, p.size, p.rows) for p in parts] == [
+        (0, "embedding-part-0", 20, None), (1, "embedding-part-1", 20, None), (2, "embedding-part-2", 10, None)]
+    assert parts[2].input_rows().column("doc_id").to_pylist() == list(range(40, 50))  # loaded where computed
+    centroids = normalise(x[:K])
+    worker = pickle.loads(pickle.dumps(make_assigner(centroids)))
+    assert worker(parts[0].input_rows()).column("cluster_id").to_pylist() == assign(x[:20], centroids)[0].tolist()

@@ -12,13 +12,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from corpus_lake import staged
 
-from python_udfs.corpus.ingest import ingest
+from python_udfs.corpus import ingest as ingest_mod
+from python_udfs.corpus.ingest import MANIFEST_NAME, ingest
 from python_udfs.corpus.readers import (
     RAW_LIMIT,
+    RECORD_SCHEMA,
     CorpusConfig,
     expand_inputs,
+    read_file,
 )
+from python_udfs.runner.executors import PartFailed
+from python_udfs.runner.parts import existing_fingerprint
 
 SENTENCES = [
     "The river flooded the valley after three days of heavy rain.",
@@ -53,14 +59,22 @@ def write_lines(path: Path, lines: list[bytes | str]) -> Path:
     return path
 
 
+MANIFEST_KEYS = ("source_file", "n_records", "n_accepted", "n_rejected", "first_record_index")
+
+
+def tables(lake: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    """documents, rejected and manifest rows, as the staging models give them."""
+    docs = sorted(staged(lake, "documents"), key=lambda d: d["doc_id"])
+    rejected = sorted(staged(lake, "rejected"), key=lambda r: r["record_index"])
+    manifest = sorted(staged(lake, "manifest"), key=lambda m: m["file_index"])
+    return docs, rejected, manifest
+
+
 def run(inputs: list[Path | str], lake: Path, **kwargs) -> tuple:
     config = CorpusConfig(inputs=[str(i) for i in inputs], **kwargs)
     stats = ingest(config, lake, progress=False)
-    corpus = lake / "corpus"
-    docs = pq.read_table(corpus / "documents").sort_by("doc_id").to_pylist()
-    rejected = pq.read_table(corpus / "rejected").sort_by("record_index").to_pylist()
-    manifest = pq.read_table(corpus / "manifest").to_pylist()
-    return stats, docs, rejected, manifest
+    docs, rejected, manifest = tables(lake)
+    return stats, docs, rejected, [{k: m[k] for k in MANIFEST_KEYS} for m in manifest]
 
 
 # --- rejection reasons ---------------------------------------------------------------
@@ -285,52 +299,159 @@ def test_custom_text_field(tmp_path: Path) -> None:
     assert [r["reason"] for r in rejected] == ["missing_text"]
 
 
-def test_shards_split_and_reassemble(tmp_path: Path) -> None:
+def test_row_groups_bound_memory_and_reassemble(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "many.jsonl", [pile(SENTENCES[i % 8]) for i in range(11)])
-    _, docs, _, _ = run([path], tmp_path / "lake", shard_size=4)
-    shards = sorted(p.name for p in (tmp_path / "lake" / "corpus" / "documents").iterdir())
-    assert shards == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    _, docs, rejected, _ = run([path], tmp_path / "lake", shard_size=4)
+    corpus = tmp_path / "lake" / "corpus"
+    assert sorted(p.name for p in corpus.iterdir()) == [MANIFEST_NAME, "part-000000.parquet"]  # one part per file
+    part = pq.ParquetFile(corpus / "part-000000.parquet")
+    assert [part.metadata.row_group(i).num_rows for i in range(part.metadata.num_row_groups)] == [4, 4, 3]
+    assert part.schema_arrow.remove_metadata() == RECORD_SCHEMA
     assert [d["doc_id"] for d in docs] == list(range(11))
-    # no rejections still leaves a readable (empty) rejected table
-    assert pq.read_table(tmp_path / "lake" / "corpus" / "rejected").num_rows == 0
+    assert rejected == []  # no rejections still gives a readable (empty) rejected table
 
 
-# --- idempotency and replacement -----------------------------------------------------
+# --- parts: one per input file, resumable ----------------------------------------------
 
 def _snapshot(corpus: Path) -> dict[str, int]:
     return {str(p.relative_to(corpus)): p.stat().st_mtime_ns
             for p in corpus.rglob("*") if p.is_file()}
 
 
-def test_second_ingest_does_not_rewrite(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "in.jsonl", [pile(s, "Pile-CC") for s in SENTENCES[:4]] + [""])
+def three_files(folder: Path) -> list[Path]:
+    return [
+        write_lines(folder / "a.jsonl", [pile(SENTENCES[0], "A"), "{bad", pile(SENTENCES[1], "A")]),
+        write_lines(folder / "b.jsonl.gz", [pile(SENTENCES[2], "B"), json.dumps({"text": ""})]),
+        write_lines(folder / "c.jsonl.zst", [pile(SENTENCES[3], "C"), pile(SENTENCES[4], "C")]),
+    ]
+
+
+class Reads:
+    """Wraps the reader: records which files are read, and can fail in one (a kill mid-ingest)."""
+
+    def __init__(self, fail_on: str | None = None, interrupt: bool = False):
+        self.files: list[str] = []
+        self.fail_on, self.interrupt = fail_on, interrupt
+        self.real = read_file  # the real reader, however often it is wrapped
+
+    def __call__(self, path, config):
+        self.files.append(Path(path).name)
+        for number, record in enumerate(self.real(path, config)):
+            if self.fail_on and path.endswith(self.fail_on) and number == 1:
+                raise KeyboardInterrupt("killed") if self.interrupt else OSError("disk gone")
+            yield record
+
+
+def test_second_ingest_reads_and_rewrites_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
+    three_files(tmp_path / "in")
     lake = tmp_path / "lake"
-    config = CorpusConfig(inputs=[str(path)])
-    first = ingest(config, lake, progress=False)
+    first = ingest(CorpusConfig(inputs=[str(tmp_path / "in")]), lake, progress=False)
     corpus = lake / "corpus"
-    stamp = (corpus / "FINGERPRINT").read_text()
+    assert sorted(p.name for p in corpus.iterdir()) == [MANIFEST_NAME] + [f"part-{i:06d}.parquet" for i in range(3)]
+    stamp = existing_fingerprint(corpus / MANIFEST_NAME)
     before = _snapshot(corpus)
+    reads = Reads()
+    monkeypatch.setattr(ingest_mod, "read_file", reads)
     time.sleep(0.02)
-    second = ingest(CorpusConfig(inputs=[str(path)]), lake, progress=False)
-    assert (corpus / "FINGERPRINT").read_text() == stamp
+    second = ingest(CorpusConfig(inputs=[str(tmp_path / "in")]), lake, progress=False)
+    assert reads.files == []  # the input is not read again
+    assert existing_fingerprint(corpus / MANIFEST_NAME) == stamp
     assert _snapshot(corpus) == before
-    assert (second.n_records, second.n_accepted, second.n_rejected) == (
-        first.n_records, first.n_accepted, first.n_rejected) == (5, 4, 1)
-    assert not list(lake.glob(".corpus-*"))  # no staging left behind
+    assert (second.n_records, second.n_accepted, second.n_rejected, second.reasons) == (
+        first.n_records, first.n_accepted, first.n_rejected, first.reasons) == (
+        7, 5, 2, {"bad_json": 1, "empty_text": 1})
+    assert "corpus already ingested (3 files reused): 5 accepted, 2 rejected" in capsys.readouterr().err
+    assert not list(corpus.glob("*.tmp"))
 
 
 def test_reingest_after_input_change_replaces_output(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [pile(s) for s in SENTENCES[:4]])
     lake = tmp_path / "lake"
     run([path], lake)
-    stamp = (lake / "corpus" / "FINGERPRINT").read_text()
+    stamp = existing_fingerprint(lake / "corpus" / MANIFEST_NAME)
+    time.sleep(0.02)
     write_lines(path, [pile(s) for s in SENTENCES[4:6]] + ["{broken"])
     stats, docs, rejected, manifest = run([path], lake)
-    assert (lake / "corpus" / "FINGERPRINT").read_text() != stamp
+    assert existing_fingerprint(lake / "corpus" / MANIFEST_NAME) != stamp
     assert [d["text"] for d in docs] == SENTENCES[4:6]
     assert [r["reason"] for r in rejected] == ["bad_json"]
     assert manifest[0]["n_records"] == 3 == stats.n_records
+    assert not list((lake / "corpus").glob("*.tmp"))
+
+
+def test_changed_file_is_read_again_alone_and_later_doc_ids_follow(tmp_path: Path, monkeypatch) -> None:
+    a, b, c = three_files(tmp_path / "in")
+    lake = tmp_path / "lake"
+    run([tmp_path / "in"], lake)
+    before = _snapshot(lake / "corpus")
+    time.sleep(0.02)
+    write_lines(b, [pile(SENTENCES[5], "B"), "[]", pile(SENTENCES[6], "B"), pile(SENTENCES[7], "B")])
+    reads = Reads()
+    monkeypatch.setattr(ingest_mod, "read_file", reads)
+    stats, docs, rejected, manifest = run([tmp_path / "in"], lake)
+    assert reads.files == ["b.jsonl.gz"]
+    after = _snapshot(lake / "corpus")
+    assert {k for k in after if after[k] != before.get(k)} == {"part-000001.parquet", MANIFEST_NAME}
+    # c was not read again, yet its doc_ids moved up by b's two extra records
+    assert [(d["doc_id"], d["text"]) for d in docs if d["source"] == "C"] == [(7, SENTENCES[3]), (8, SENTENCES[4])]
+    monkeypatch.undo()
+    fresh = run([tmp_path / "in"], tmp_path / "fresh")
+    assert (docs, rejected, manifest) == fresh[1:] and stats.n_records == fresh[0].n_records == 9
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["error", "interrupt"])
+def test_killed_ingest_keeps_finished_files(tmp_path: Path, monkeypatch, interrupt: bool) -> None:
+    three_files(tmp_path / "in")
+    lake = tmp_path / "lake"
+    monkeypatch.setattr(ingest_mod, "read_file", Reads(fail_on="c.jsonl.zst", interrupt=interrupt))
+    if interrupt:
+        with pytest.raises(KeyboardInterrupt):
+            run([tmp_path / "in"], lake)
+    else:
+        with pytest.raises(PartFailed, match=r"step 'ingest': part 2 -> .*part-000002.parquet failed: "
+                                             r"OSError: disk gone"):
+            run([tmp_path / "in"], lake)
+    # the finished files' parts stay; the killed one left nothing, not even a temporary
+    assert sorted(p.name for p in (lake / "corpus").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+    reads = Reads()
+    monkeypatch.setattr(ingest_mod, "read_file", reads)
+    stats, docs, rejected, manifest = run([tmp_path / "in"], lake)
+    assert reads.files == ["c.jsonl.zst"]  # the finished files are not read again
+    monkeypatch.undo()
+    assert (stats.n_records, len(docs), len(rejected)) == (7, 5, 2)
+    assert (docs, rejected, manifest) == run([tmp_path / "in"], tmp_path / "fresh")[1:]
+
+
+def test_removed_file_drops_its_part_and_old_layouts_go(tmp_path: Path) -> None:
+    a, b, c = three_files(tmp_path / "in")
+    lake = tmp_path / "lake"
+    corpus = lake / "corpus"
+    # what an ingest before the part runner left, and temporaries of a killed run
+    (corpus / "documents").mkdir(parents=True)
+    (corpus / "documents" / "part-00000.parquet").write_bytes(b"old layout")
+    (corpus / "FINGERPRINT").write_text("0123\n")
+    (corpus / "part-000000.parquet.77-deadbeef.tmp").write_bytes(b"torn")
+    (corpus / f"{MANIFEST_NAME}.77-deadbeef.tmp").write_bytes(b"torn")
+    (lake / ".corpus-0123.tmp" / "documents").mkdir(parents=True)
+    run([tmp_path / "in"], lake)
+    assert sorted(p.name for p in corpus.iterdir()) == [MANIFEST_NAME] + [f"part-{i:06d}.parquet" for i in range(3)]
     assert not list(lake.glob(".corpus-*"))
+    c.unlink()
+    stats, docs, _, manifest = run([tmp_path / "in"], lake)
+    assert sorted(p.name for p in corpus.iterdir()) == [MANIFEST_NAME, "part-000000.parquet", "part-000001.parquet"]
+    assert [m["source_file"] for m in manifest] == [str(a), str(b)] and stats.n_records == 5
+    assert {d["source"] for d in docs} == {"A", "B"}
+
+
+def test_manifest_positions_counts_and_reasons(tmp_path: Path) -> None:
+    a, b, c = three_files(tmp_path / "in")
+    ingest(CorpusConfig(inputs=[str(tmp_path / "in")]), tmp_path / "lake", progress=False)
+    manifest = sorted(staged(tmp_path / "lake", "manifest"), key=lambda m: m["file_index"])
+    assert [(m["file_index"], m["source_file"], m["n_records"], m["first_record_index"]) for m in manifest] == [
+        (0, str(a), 3, 0), (1, str(b), 2, 3), (2, str(c), 2, 5)]
+    assert [m["reasons"] for m in manifest] == [{"bad_json": 1}, {"empty_text": 1}, {}]
+    parts = sorted((tmp_path / "lake" / "corpus").glob("part-*.parquet"))
+    assert [m["fingerprint"] for m in manifest] == [existing_fingerprint(p) for p in parts]
 
 
 def test_changed_options_reingest(tmp_path: Path) -> None:
@@ -342,18 +463,20 @@ def test_changed_options_reingest(tmp_path: Path) -> None:
     assert docs[0]["source"] == "second"
 
 
-def test_stale_staging_is_replaced(tmp_path: Path) -> None:
-    path = write_lines(tmp_path / "in.jsonl", [pile(SENTENCES[0])])
-    lake = tmp_path / "lake"
-    from python_udfs.corpus.ingest import fingerprint
+def test_ingest_step_and_parts_pickle(tmp_path: Path) -> None:
+    import pickle
 
-    stamp = fingerprint(CorpusConfig(inputs=[str(path)]))
-    junk = lake / f".corpus-{stamp}.tmp" / "documents"
-    junk.mkdir(parents=True)
-    (junk / "part-00099.parquet").write_bytes(b"half a killed run")
-    _, docs, _, _ = run([path], lake)
-    assert [d["text"] for d in docs] == [SENTENCES[0]]
-    assert not (lake / "corpus" / "documents" / "part-00099.parquet").exists()
+    from python_udfs.corpus.ingest import corpus_step, file_parts
+
+    a, b, _ = three_files(tmp_path / "in")
+    config = CorpusConfig(inputs=[str(tmp_path / "in")])
+    step = pickle.loads(pickle.dumps(corpus_step(config, tmp_path / "lake" / "corpus")))
+    part = pickle.loads(pickle.dumps(list(file_parts([str(a), str(b)], config))[1]))
+    table = step.make_worker()(part.input_rows()).read_all()
+    assert table.column("file_index").to_pylist() == [1, 1]
+    assert table.column("reason").to_pylist() == [None, "empty_text"]
+    # shard_size (row groups) is no setting: changing it reuses every part
+    assert corpus_step(CorpusConfig(inputs=[], shard_size=3), tmp_path).salt() == step.salt()
 
 
 # --- errors -------------------------------------------------------------------------
@@ -387,9 +510,12 @@ def test_main_cli(tmp_path: Path, capsys) -> None:
     from python_udfs.corpus.ingest import main
 
     path = write_lines(tmp_path / "in.jsonl", [pile(SENTENCES[0]), "nope"])
-    assert main([str(path), "--lake", str(tmp_path / "lake"), "--default-source", "CLI"]) == 0
+    assert main([str(path), "--lake", str(tmp_path / "lake"), "--default-source", "CLI",
+                 "--executor", "local"]) == 0
     err = capsys.readouterr().err
     assert "2 records: 1 accepted, 1 rejected (bad_json: 1)" in err
-    docs = pq.read_table(tmp_path / "lake" / "corpus" / "documents").to_pylist()
+    docs = staged(tmp_path / "lake", "documents")
     assert docs[0]["source"] == "CLI"
-    assert os.path.exists(tmp_path / "lake" / "corpus" / "FINGERPRINT")
+    assert os.path.exists(tmp_path / "lake" / "corpus" / MANIFEST_NAME)
+    with pytest.raises(ValueError, match="unknown executor 'nowhere': choose one of local"):
+        main([str(path), "--lake", str(tmp_path / "lake2"), "--executor", "nowhere"])

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import datasets
-import pyarrow.parquet as pq
+from corpus_lake import staged
 
 from python_udfs.corpus.ingest import ingest
 from python_udfs.corpus.readers import CorpusConfig
@@ -33,7 +33,16 @@ def test_hf_dataset_is_streamed_with_positions_and_rejections(tmp_path: Path, mo
                    progress=False)
     assert calls == {"name": "someone/corpus", "config": "en", "split": "train", "streaming": True}
     assert (stats.n_records, stats.n_accepted, stats.n_rejected) == (3, 2, 1)
-    docs = pq.read_table(tmp_path / "lake" / "corpus" / "documents").to_pylist()
-    assert [(d["doc_id"], d["source"]) for d in docs] == [(0, "Wiki"), (2, "Books")]
-    rejected = pq.read_table(tmp_path / "lake" / "corpus" / "rejected").to_pylist()
+    docs = sorted(staged(tmp_path / "lake", "documents"), key=lambda d: d["doc_id"])
+    assert [(d["doc_id"], d["source"], d["source_file"]) for d in docs] == [
+        (0, "Wiki", "hf:someone/corpus:en/train"), (2, "Books", "hf:someone/corpus:en/train")]
+    rejected = staged(tmp_path / "lake", "rejected")
     assert [(r["record_index"], r["reason"]) for r in rejected] == [(1, "empty_text")]
+    (manifest,) = staged(tmp_path / "lake", "manifest")
+    assert (manifest["source_file"], manifest["n_records"], manifest["reasons"]) == (
+        "hf:someone/corpus:en/train", 3, {"empty_text": 1})
+    # one stream is one part: a rerun streams nothing again
+    calls.clear()
+    again = ingest(CorpusConfig(inputs=["hf:someone/corpus:en"], hf_split="train"), tmp_path / "lake",
+                   progress=False)
+    assert calls == {} and (again.n_records, again.n_accepted) == (3, 2)

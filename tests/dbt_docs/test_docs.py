@@ -61,7 +61,7 @@ def test_every_listed_column_is_described(manifest: dict) -> None:
 
 
 def test_lineage_runs_from_the_raw_documents_to_minipile(manifest: dict) -> None:
-    start, goal = "source.pilehouse.lake.documents", "model.pilehouse.minipile"
+    start, goal = "source.pilehouse.lake.records", "model.pilehouse.minipile"
     children = manifest["child_map"]
     seen, queue = {start}, deque([start])
     while queue:

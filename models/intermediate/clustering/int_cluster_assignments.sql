@@ -1,10 +1,12 @@
 {{ config(materialized='view') }}
+-- depends_on: {{ ref('int_documents_clustered') }}
 
--- One row per document: its nearest centroid and the cosine distance to it.
+-- One row per document: its nearest centroid and the cosine distance to it, read from the
+-- lake's assignment parts (int_documents_clustered writes them).
 
-with clustered as (
+with parts as (
 
-    select * from {{ ref('int_documents_clustered') }}
+    select * from read_parquet('{{ lake_path("assignments") | trim }}/part-*.parquet')
 
 ),
 
@@ -14,7 +16,7 @@ final as (
         doc_id,
         cluster_id,
         distance,
-    from clustered
+    from parts
 
 )
 

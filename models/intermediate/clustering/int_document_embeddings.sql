@@ -1,10 +1,12 @@
 {{ config(materialized='view') }}
+-- depends_on: {{ ref('int_documents_embedded') }}
 
--- One row per document: its L2-normalised embedding. The vectors the clustering reads.
+-- One row per document: its L2-normalised embedding, read from the lake's embedding parts
+-- (int_documents_embedded writes them). The vectors the clustering reads.
 
-with embedded as (
+with parts as (
 
-    select * from {{ ref('int_documents_embedded') }}
+    select * from read_parquet('{{ lake_path("embeddings") | trim }}/part-*.parquet')
 
 ),
 
@@ -12,9 +14,9 @@ final as (
 
     select
         doc_id,
-        embedding,
-        model,
-    from embedded
+        embedding::float[] as embedding,
+        '{{ var("embedding_model") | replace("'", "''") }}' as model,
+    from parts
 
 )
 

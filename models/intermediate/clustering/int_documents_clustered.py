@@ -1,25 +1,22 @@
-"""One row per document: its nearest centroid by cosine and the cosine distance to it."""
+"""One row per assignment part in the lake (nearest centroid by cosine); int_cluster_assignments reads them."""
 
-import numpy as np
-import pyarrow as pa
-
-from python_udfs.clustering.kmeans import assign, batch_to_numpy, normalise
+from python_udfs.clustering.kmeans import assign_to_parts, batch_to_numpy
+from python_udfs.settings import lake_path
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    centroid_table = dbt.ref("int_kmeans_centroids").order("cluster_id").arrow().read_all()
-    centroids = normalise(batch_to_numpy(centroid_table.combine_chunks().to_batches()[0], "centroid"))
-    embeddings = dbt.ref("int_document_embeddings").select("doc_id, embedding").order("doc_id")
-
-    def batches():
-        for batch in embeddings.fetch_record_batch(16_384):
-            cluster, distance = assign(batch_to_numpy(batch), centroids)
-            yield pa.record_batch({
-                "doc_id": batch.column("doc_id"),
-                "cluster_id": pa.array(cluster, pa.int32()),
-                "distance": pa.array(distance.astype(np.float64)),
-            })
-
-    schema = pa.schema([("doc_id", pa.int64()), ("cluster_id", pa.int32()), ("distance", pa.float64())])
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    # vars are read with direct dbt.config.get calls: wrapped calls come back as None
+    build_vars = {
+        "lake_dir": dbt.config.get("lake_dir"),
+        "embedding_model": dbt.config.get("embedding_model"),
+        "embedding_max_tokens": dbt.config.get("embedding_max_tokens"),
+        "embedding_prefix": dbt.config.get("embedding_prefix"),
+        "embedding_dtype": dbt.config.get("embedding_dtype"),
+    }
+    centroids = batch_to_numpy(dbt.ref("int_kmeans_centroids").order("cluster_id").arrow().read_all(), "centroid")
+    embedded = dbt.ref("int_documents_embedded").order("part_index").arrow().read_all()
+    out_dir = lake_path("assignments", build_vars)
+    stats = assign_to_parts(embedded, centroids, out_dir, executor=dbt.config.get("executor"))
+    print(f"assignments: {stats.computed} assigned, {stats.reused} reused -> {out_dir} ({stats.summary()})")
+    return stats.manifest()

@@ -1,33 +1,33 @@
-"""One row per document: its L2-normalised sentence embedding (parts resumable in the lake)."""
-
-from pathlib import Path
+"""One row per embedding part in the lake: the vectors stay in parquet, int_document_embeddings reads them."""
 
 from python_udfs.clustering.embed import EmbedConfig, embed_to_parts
-from python_udfs.settings import none_if_blank
+from python_udfs.settings import lake_path, none_if_blank
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
     # vars are read with direct dbt.config.get calls: wrapped calls come back as None
+    build_vars = {
+        "lake_dir": dbt.config.get("lake_dir"),
+        "embedding_model": dbt.config.get("embedding_model"),
+        "embedding_max_tokens": dbt.config.get("embedding_max_tokens"),
+        "embedding_prefix": dbt.config.get("embedding_prefix"),
+        "embedding_dtype": dbt.config.get("embedding_dtype"),
+    }
     config = EmbedConfig(
-        model=dbt.config.get("embedding_model"),
-        max_tokens=int(dbt.config.get("embedding_max_tokens")),
-        prefix=dbt.config.get("embedding_prefix") or "",
+        model=build_vars["embedding_model"],
+        max_tokens=int(build_vars["embedding_max_tokens"]),
+        prefix=build_vars["embedding_prefix"] or "",
         batch_size=int(dbt.config.get("embedding_batch_size")),
         part_size=int(dbt.config.get("embedding_part_size")),
         device=none_if_blank(dbt.config.get("embedding_device")),
-        dtype=dbt.config.get("embedding_dtype"),
+        dtype=build_vars["embedding_dtype"],
     )
-    out_dir = Path(dbt.config.get("lake_dir")) / "embeddings" / config.slug()
+    out_dir = lake_path("embeddings", build_vars)
 
-    documents = dbt.ref("stg_lake__documents").select("doc_id, text").order("doc_id")
-    total = dbt.ref("stg_lake__documents").count("*").fetchall()[0][0]
-    reader = documents.fetch_record_batch(config.part_size)
-    stats = embed_to_parts(reader, out_dir, config, total=total)
-    print(f"embeddings: {stats['embedded']} embedded, {stats['reused']} reused -> {out_dir}")
-
-    model_name = config.model.replace("'", "''")
-    return session.sql(
-        f"select doc_id, embedding::float[] as embedding, '{model_name}' as model "
-        f"from read_parquet('{out_dir}/part-*.parquet') order by doc_id"
-    )
+    documents = dbt.ref("stg_lake__documents")
+    total = documents.count("*").fetchall()[0][0]
+    reader = documents.select("doc_id, text").order("doc_id").fetch_record_batch(config.part_size)
+    stats = embed_to_parts(reader, out_dir, config, total=total, executor=dbt.config.get("executor"))
+    print(f"embeddings: {stats.computed} embedded, {stats.reused} reused -> {out_dir} ({stats.summary()})")
+    return stats.manifest()

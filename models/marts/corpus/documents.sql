@@ -1,3 +1,7 @@
+{{ config(materialized='view') }}
+
+-- A view over the lake's corpus parts (through staging): the text stays in parquet.
+
 with documents as (
 
     select * from {{ ref('stg_lake__documents') }}
