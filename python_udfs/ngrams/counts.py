@@ -122,6 +122,11 @@ def packer_worker() -> Worker:
     return packed_part
 
 
+def pack_step(out_dir: Path, seq_len: int, seqs_per_part: int) -> Step:
+    return Step(name="pack", out_dir=Path(out_dir), settings={"seq_len": seq_len, "seqs_per_part": seqs_per_part},
+                make_worker=packer_worker, unit="seq")
+
+
 def _sequence_parts(doc_parts: list[Path], seq_len: int, seqs_per_part: int, seen: dict) -> Iterator[Part]:
     chunk = seq_len * seqs_per_part
     buffer = np.zeros(0, dtype=np.uint16)
@@ -160,11 +165,9 @@ def pack_sequences(
     A part whose tokens are unchanged keeps its file (and fingerprint), so the counts
     built from it are reused. Returns parts, written (rewritten now), tokens, sequences.
     """
-    step = Step(name="pack", out_dir=Path(out_dir), settings={"seq_len": seq_len, "seqs_per_part": seqs_per_part},
-                make_worker=packer_worker, unit="seq")
     seen = {"tokens": 0}
-    stats = run_step(step, _sequence_parts(list(doc_parts), seq_len, seqs_per_part, seen), executor=executor,
-                     progress=progress)
+    parts = _sequence_parts(list(doc_parts), seq_len, seqs_per_part, seen)
+    stats = run_step(pack_step(out_dir, seq_len, seqs_per_part), parts, executor=executor, progress=progress)
     return {"parts": stats.parts, "written": stats.computed_parts, "reused": stats.reused_parts,
             "tokens": seen["tokens"], "sequences": -(-seen["tokens"] // seq_len)}
 
@@ -242,6 +245,20 @@ def _sequence_content(path: Path) -> str:
     return existing_fingerprint(path) or hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+def count_step(out_dir: Path, n_shards: int) -> Step:
+    if not 1 <= n_shards <= 65535:
+        raise ValueError(f"ngram_shards must be between 1 and 65535, not {n_shards}")
+    return Step(name="count", out_dir=Path(out_dir), settings={"n_shards": n_shards, "orders": list(ORDERS)},
+                make_worker=functools.partial(counter_worker, n_shards), unit="seq")
+
+
+def partial_count_parts(seq_parts: Iterable[Path]) -> Iterator[Part]:
+    """A part per sequence part, loaded where it is counted; its content digest is the sequence part's."""
+    for i, path in enumerate(seq_parts):
+        yield Part(index=i, content=_sequence_content(path), load=functools.partial(read_sequence_tokens, str(path)),
+                   size=pq.read_metadata(path).num_rows)
+
+
 def count_partials(
     seq_parts: list[Path], out_dir: Path, n_shards: int, progress: bool = True,
     executor: str | Executor | None = None,
@@ -251,14 +268,8 @@ def count_partials(
     Returns parts, counted (now), reused, windows (n-gram windows in all partials) and the
     partial files in order.
     """
-    if not 1 <= n_shards <= 65535:
-        raise ValueError(f"ngram_shards must be between 1 and 65535, not {n_shards}")
-    step = Step(name="count", out_dir=Path(out_dir), settings={"n_shards": n_shards, "orders": list(ORDERS)},
-                make_worker=functools.partial(counter_worker, n_shards), unit="seq")
-    parts = (Part(index=i, content=_sequence_content(path), load=functools.partial(read_sequence_tokens, str(path)),
-                  size=pq.read_metadata(path).num_rows)
-             for i, path in enumerate(seq_parts))
-    stats = run_step(step, parts, executor=executor, progress=progress)
+    stats = run_step(count_step(out_dir, n_shards), partial_count_parts(seq_parts), executor=executor,
+                     progress=progress)
     windows = sum(sum(partial_metadata(p)["windows"].values()) for p in stats.paths)
     return {"parts": stats.parts, "counted": stats.computed_parts, "reused": stats.reused_parts,
             "windows": windows, "paths": stats.paths}
@@ -355,16 +366,22 @@ def reduce_shards(
     settings = _duckdb_settings(memory_limit, threads, spill)
     result = {"computed": 0, "reused": 0}
     for n in ORDERS:
-        step = Step(name=f"reduce {n}-grams", out_dir=out_dir / f"n={n}", settings={"n": n, "n_shards": n_shards},
-                    make_worker=functools.partial(reducer_worker, n, settings), unit="shard")
-        stats = run_step(step, _shard_parts(files, listings, n, n_shards), executor=executor, progress=progress)
+        stats = run_step(reduce_step(out_dir, n, n_shards, settings), shard_parts(files, listings, n, n_shards),
+                         executor=executor, progress=progress)
         result["computed"] += stats.computed_parts
         result["reused"] += stats.reused_parts
         result["bigrams" if n == 2 else "trigrams"] = sum(pq.read_metadata(p).num_rows for p in stats.paths)
     return result
 
 
-def _shard_parts(files: list[Path], listings: list[dict], n: int, n_shards: int) -> Iterator[Part]:
+def reduce_step(out_dir: Path, n: int, n_shards: int, duckdb_settings: dict[str, str]) -> Step:
+    """The reduce of one n: parts are shards, written to ``out_dir/n={n}/part-{shard}.parquet``."""
+    return Step(name=f"reduce {n}-grams", out_dir=Path(out_dir) / f"n={n}", settings={"n": n, "n_shards": n_shards},
+                make_worker=functools.partial(reducer_worker, n, duckdb_settings), unit="shard")
+
+
+def shard_parts(files: list[Path], listings: list[dict], n: int, n_shards: int) -> Iterator[Part]:
+    """A part per shard: the partial files with rows in it, digested by those rows' slab digests."""
     for j in range(n_shards):
         feeding = [(str(path), meta["slabs"][str(n)][str(j)][1])
                    for path, meta in zip(files, listings) if str(j) in meta["slabs"][str(n)]]

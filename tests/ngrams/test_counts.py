@@ -7,6 +7,7 @@ plus EOS (0), concatenated, cut every ``seq_len`` tokens, and counted with
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from collections import Counter
@@ -24,7 +25,7 @@ from python_udfs.ngrams import counts as ngrams
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.ngrams.counts import count_partials, pack_sequences, reduce_shards, tokenize_to_parts
 from python_udfs.runner.executors import PartFailed
-from python_udfs.runner.parts import write_atomic
+from python_udfs.runner.parts import existing_fingerprint, write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 MARTS = ROOT / "models" / "marts" / "ngrams"
@@ -486,6 +487,31 @@ def test_reduce_checks_its_settings_before_any_shard(tmp_path, texts) -> None:
     assert (limited["bigrams"], limited["trigrams"]) == (stats["reduce"]["bigrams"], stats["reduce"]["trigrams"])
     for n in (2, 3):
         assert read_counts(out, n) == read_counts(tmp_path / "counts", n)
+
+
+def test_steps_and_parts_pickle_and_compute_the_same_elsewhere(tmp_path, texts) -> None:
+    """Everything a step hands an executor pickles, so a part can be computed in another process."""
+    n_shards = 3
+    stats = run_all(tmp_path, texts[:25], 64, 20, n_shards)
+    seq_parts = sorted((tmp_path / "sequences").glob("part-*.parquet"))
+    listings = [ngrams.partial_metadata(p) for p in stats["count"]["paths"]]
+    cases = [
+        (ngrams.count_step(tmp_path / "partials", n_shards), next(ngrams.partial_count_parts(seq_parts)),
+         stats["count"]["paths"][0]),
+        (ngrams.reduce_step(tmp_path / "counts", 3, n_shards, {"temp_directory": ""}),
+         next(ngrams.shard_parts(stats["count"]["paths"], listings, 3, n_shards)),
+         tmp_path / "counts" / "n=3" / "part-000000.parquet"),
+    ]
+    for step, part, written in cases:
+        step_copy, part_copy = pickle.loads(pickle.dumps(step)), pickle.loads(pickle.dumps(part))
+        assert step_copy.salt() == step.salt() and part_copy.fingerprint(step_copy) == part.fingerprint(step)
+        assert part.fingerprint(step) == existing_fingerprint(written)  # what run_all wrote: reused as is
+        output = step_copy.make_worker()(part_copy.input_rows())
+        table = output[0] if isinstance(output, tuple) else output
+        assert table.equals(pq.read_table(written).replace_schema_metadata(None).cast(table.schema))
+    tokenize = pickle.loads(pickle.dumps(ngrams.tokenize_step(tmp_path / "tokens")))
+    assert tokenize.settings["vocab"] == neox.VOCAB_SIZE and len(tokenize.settings["file"]) == 40
+    assert pickle.loads(pickle.dumps(ngrams.pack_step(tmp_path / "s", 64, 20))).make_worker() is ngrams.packed_part
 
 
 # --- the prefix marts' SQL ---------------------------------------------------------------
