@@ -69,9 +69,8 @@ def main() -> None:
         ngrams.count_partials(sorted((root / "seqs").glob("part-*.parquet")), root / "partials",
                               args.shards, progress=False)
         times["count"] = time.perf_counter() - start
-        con = duckdb.connect()
         start = time.perf_counter()
-        rows = ngrams.reduce_shards(con, root / "partials", root / "counts", args.shards, progress=False)
+        rows = ngrams.reduce_shards(root / "partials", root / "counts", args.shards, progress=False)
         times["reduce"] = time.perf_counter() - start
         tokens = packed["tokens"]
 

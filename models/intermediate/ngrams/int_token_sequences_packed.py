@@ -1,21 +1,28 @@
-"""One row per sequence part: documents' tokens + EOS, concatenated, cut into seq_len sequences."""
+"""One row (the packing run): documents' tokens + EOS, concatenated, cut into seq_len sequences.
 
-from pathlib import Path
+Packing is a runner step whose parts are cut here, in order (each part starts where the
+previous one ended); a part is rewritten only when its tokens change, so the n-gram counts
+of unchanged parts are reused.
+"""
 
 import pyarrow as pa
 
 from python_udfs.ngrams.counts import pack_sequences
+from python_udfs.settings import lake_path, none_if_blank
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
     dbt.ref("int_documents_tokenized")  # the parts below are its output
-    slug = "minipile-train" if dbt.config.get("ngram_source") == "minipile" else "documents"
-    lake = Path(dbt.config.get("lake_dir"))
+    lake_dir = dbt.config.get("lake_dir")
+    source = dbt.config.get("ngram_source")
     seq_len = int(dbt.config.get("ngram_seq_len"))
-    doc_parts = sorted((lake / "tokens" / slug).glob("part-*.parquet"))
-    out_dir = lake / "ngrams" / f"{slug}-{seq_len}" / "sequences"
-    stats = pack_sequences(doc_parts, out_dir, seq_len=seq_len)
+    executor = none_if_blank(dbt.config.get("executor"))
+
+    given = {"lake_dir": lake_dir, "ngram_source": source, "ngram_seq_len": seq_len}
+    doc_parts = sorted(lake_path("tokens", given).glob("part-*.parquet"))
+    out_dir = lake_path("ngrams", given) / "sequences"
+    stats = pack_sequences(doc_parts, out_dir, seq_len=seq_len, executor=executor)
     print(f"pack: {stats['tokens']} tokens in {stats['sequences']} sequences of {seq_len}, "
           f"{stats['written']} of {stats['parts']} parts rewritten -> {out_dir}")
     return pa.table({

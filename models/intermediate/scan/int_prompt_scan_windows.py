@@ -7,28 +7,26 @@ GPT-NeoX-tokenizer models only: Pythia, pilehouse checkpoints).
 
 Tagged `scan`: a plain `dbt build` skips it (selectors.yml); `dbt build --select tag:scan`
 scans the scan_* vars' slice of the warehouse with the scan_model var's model and writes
-the kept windows as resumable parquet parts under `{lake_dir}/scan/<model>/`. A rerun
-skips every finished part, so a killed scan resumes where it stopped.
+the kept windows as resumable parquet parts under `{lake_dir}/scan/<model>/` (runner steps,
+python_udfs.scan.runner). A rerun reuses every finished part, so a killed scan resumes where
+it stopped.
 """
-
-from pathlib import Path
 
 import pyarrow as pa
 
-from python_udfs.scan.scanner import (
-    DocumentIndex,
+from python_udfs.scan.model import load_scan_model
+from python_udfs.scan.provenance import DocumentIndex, scanned_windows
+from python_udfs.scan.runner import (
     NothingToScan,
     ScanSettings,
     iter_rows,
     iter_sequences,
-    load_scan_model,
     scan_document_stream,
     scan_token_sequences,
-    scanned_windows,
     sequence_query,
     slice_query,
 )
-from python_udfs.settings import none_if_blank
+from python_udfs.settings import lake_path, none_if_blank
 
 
 def model(dbt, session):
@@ -49,6 +47,7 @@ def model(dbt, session):
     scan_part_docs = dbt.config.get("scan_part_docs")
     scan_device = dbt.config.get("scan_device")
     scan_dtype = dbt.config.get("scan_dtype")
+    executor = none_if_blank(dbt.config.get("executor"))
 
     documents = dbt.ref("stg_lake__documents")
     assignments = dbt.ref("int_cluster_assignments")
@@ -62,14 +61,15 @@ def model(dbt, session):
         batch_size=required_int(scan_batch_size, "scan_batch_size"),
         part_docs=required_int(scan_part_docs, "scan_part_docs"),
     )
-    scan_dir = Path(lake_dir) / "scan"
+    scan_dir = lake_path("scan", {"lake_dir": lake_dir})
     out_dir = scan_dir / scan_model.slug
     documents.create_view("_scan_documents", replace=True)
     assignments.create_view("_scan_assignments", replace=True)
     try:
         if scan_source == "documents":  # streamed: one part of documents in memory at a time
             query = slice_query("_scan_documents", "_scan_assignments", scan_where, n_items, order_seed)
-            stats = scan_document_stream(scan_model, iter_rows(session.sql(query)), out_dir, settings)
+            stats = scan_document_stream(scan_model, iter_rows(session.sql(query)), out_dir, settings,
+                                         executor=executor)
             what = f"{stats['documents']} documents"
         else:
             # token_sequences and document_tokens are read by name, not ref'd: a ref would put the scan
@@ -84,7 +84,8 @@ def model(dbt, session):
                                   required_int(packed_len, "ngram_seq_len"), clusters)
             seq_ids, seq_tokens = iter_sequences(session.sql(sequence_query("token_sequences", scan_where, n_items,
                                                                              order_seed)))
-            stats = scan_token_sequences(scan_model, seq_ids, seq_tokens, index, out_dir, settings)
+            stats = scan_token_sequences(scan_model, seq_ids, seq_tokens, index, out_dir, settings,
+                                         executor=executor)
             what = f"{stats['sequences']} token sequences"
     except NothingToScan as err:
         raise ValueError(f"scan_where {scan_where!r} matches no {scan_source}") from err

@@ -7,4 +7,4 @@ select
     id0,
     id1,
     count,
-from read_parquet('{{ ngram_dir() }}/counts/n=2/*.parquet')
+from read_parquet('{{ ngram_dir() }}/counts/n=2/part-*.parquet')

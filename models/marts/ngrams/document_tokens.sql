@@ -5,7 +5,7 @@
 
 with parts as (
 
-    select * from read_parquet('{{ lake_dir() }}/tokens/{{ ngram_source_slug() }}/part-*.parquet')
+    select * from read_parquet('{{ lake_path('tokens') }}/part-*.parquet')
 
 ),
 

@@ -8,4 +8,4 @@ select
     id1,
     id2,
     count,
-from read_parquet('{{ ngram_dir() }}/counts/n=3/*.parquet')
+from read_parquet('{{ ngram_dir() }}/counts/n=3/part-*.parquet')
