@@ -19,7 +19,7 @@ LAYERS = {"staging": 0, "intermediate": 1, "marts": 2}
 STAGES = ("corpus", "clustering", "minipile", "ngrams", "scan", "training")
 # relations as large as the corpus: never copied into the DuckDB file
 LAKE_BACKED = ("documents", "rejected_documents", "document_embeddings", "cluster_assignments", "minipile",
-               "document_tokens", "token_sequences", "bigrams", "trigrams")
+               "document_tokens", "token_sequences", "bigrams", "trigrams", "trigram_prefixes")
 # small: kept in the DuckDB file
 IN_THE_FILE = ("cluster_centroids", "cluster_inspection", "int_kmeans_centroids", "int_cluster_quotas",
                "int_minipile_splits", "neox_vocab", "bigram_prefixes", "top_bigrams", "top_trigrams",
