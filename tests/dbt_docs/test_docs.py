@@ -1,17 +1,14 @@
 """`make docs`: every model, seed, source and column is described, and the lineage is whole.
 
-`dbt parse` (about 10 s, into a temporary target folder) gives the manifest that `dbt docs
-generate` serves. The column-coverage test compares the YAML with the columns of the real
-tables in a built warehouse: $PILEHOUSE_DOCS_DB, else warehouse/pilehouse.duckdb when it
-exists and no build holds it (opened read-only for a few milliseconds); skipped otherwise.
+`dbt parse` (conftest.py) gives the manifest that `dbt docs generate` serves. The
+column-coverage test compares the YAML with the columns of the real tables in a built
+warehouse: $PILEHOUSE_DOCS_DB, else warehouse/pilehouse.duckdb when it exists and no build
+holds it (opened read-only for a few milliseconds); skipped otherwise.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections import deque
 from pathlib import Path
 
@@ -19,22 +16,7 @@ import duckdb
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DBT = Path(sys.executable).parent / "dbt"
 DOCUMENTED = ("model", "seed")
-
-
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    target = tmp_path_factory.mktemp("dbt_target")
-    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-           "PILEHOUSE_DB": str(target / "unused.duckdb")}  # parse never opens it
-    result = subprocess.run(
-        [str(DBT), "parse", "--target-path", str(target), "--log-path", str(target / "logs"),
-         "--no-partial-parse", "--project-dir", str(ROOT), "--profiles-dir", str(ROOT)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, f"dbt parse failed:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}"
-    return json.loads((target / "manifest.json").read_text())
 
 
 def project_nodes(manifest: dict) -> list[dict]:

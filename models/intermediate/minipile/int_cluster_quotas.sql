@@ -8,7 +8,13 @@
 
 with centroids as (
 
-    select * from {{ ref('cluster_centroids') }}
+    select * from {{ ref('int_kmeans_centroids') }}
+
+),
+
+assignments as (
+
+    select * from {{ ref('int_cluster_assignments') }}
 
 ),
 
@@ -18,14 +24,27 @@ exclusions as (
 
 ),
 
-kept as (
+-- every cluster of the fit, an empty one with 0 documents (as cluster_centroids.n_docs)
+sizes as (
 
     select
         centroids.cluster_id,
-        centroids.n_docs,
+        count(assignments.doc_id)::bigint as n_docs,
     from centroids
+    left join assignments
+        on centroids.cluster_id = assignments.cluster_id
+    group by centroids.cluster_id
+
+),
+
+kept as (
+
+    select
+        sizes.cluster_id,
+        sizes.n_docs,
+    from sizes
     anti join exclusions
-        on centroids.cluster_id = exclusions.cluster_id
+        on sizes.cluster_id = exclusions.cluster_id
 
 ),
 

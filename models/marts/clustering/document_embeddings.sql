@@ -1,5 +1,3 @@
-{{ config(materialized='view') }}
-
 with embedded as (
 
     select * from {{ ref('int_document_embeddings') }}

@@ -1,4 +1,6 @@
--- One row per (id0, id1): its most common next token (ties: the smallest id).
+{{ config(location=ngram_dir() ~ '/trigram_prefixes.parquet') }}
+-- One row per (id0, id1): its most common next token (ties: the smallest id). As many rows as
+-- distinct bigrams, so it is written to the lake (external) rather than into the DuckDB file.
 
 with trigrams as (
 

@@ -1,8 +1,8 @@
 """A tiny deterministic warehouse for the review page, built in seconds (used by conftest.py).
 
 48 real documents of the sample corpus in 6 clusters of uneven sizes (two smaller than
-their MiniPile share). `cluster_inspection`, `int_cluster_quotas`, `int_documents_sampled`
-and `minipile` are built by running the dbt models' own SQL (refs, vars and the
+their MiniPile share). `cluster_inspection`, `int_cluster_quotas`, `int_documents_sampled`,
+`int_minipile_splits` and `minipile` are built by running the dbt models' own SQL (refs, vars and the
 `minipile_total()` macro substituted), so the fixture follows the models if they change.
 """
 
@@ -21,7 +21,7 @@ SIZES = [15, 2, 10, 1, 12, 8]  # documents per cluster 0..5
 SPLITS = {"train_size": 14, "validation_size": 2, "test_size": 4}
 TOTAL = sum(SPLITS.values())
 # refs that the warehouse holds under another (public) name
-REF_TABLES = {"int_documents_clustered": "cluster_assignments"}
+REF_TABLES = {"int_cluster_assignments": "cluster_assignments", "int_kmeans_centroids": "cluster_centroids"}
 
 
 def render_model(name: str, variables: dict | None = None) -> str:
@@ -60,5 +60,6 @@ def build_tiny_warehouse(path: Path, exclusions: list[tuple[int, str, str]] = ()
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
         if exclusions:
             con.executemany("insert into cluster_exclusions values (?, ?, ?)", list(exclusions))
-        for model in ["cluster_inspection", "int_cluster_quotas", "int_documents_sampled", "minipile"]:
+        for model in ["cluster_inspection", "int_cluster_quotas", "int_documents_sampled", "int_minipile_splits",
+                      "minipile"]:
             con.execute(f"create table {model} as {render_model(model)}")
