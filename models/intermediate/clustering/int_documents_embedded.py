@@ -8,11 +8,13 @@ from python_udfs.settings import none_if_blank
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    # vars are read with direct dbt.config.get calls: wrapped calls come back as None
+    # vars are read with direct dbt.config.get calls: wrapped calls come back as None. dbt's
+    # parser does not look inside `x or y`, so the prefix is read on a line of its own
+    prefix = dbt.config.get("embedding_prefix")
     config = EmbedConfig(
         model=dbt.config.get("embedding_model"),
         max_tokens=int(dbt.config.get("embedding_max_tokens")),
-        prefix=dbt.config.get("embedding_prefix") or "",
+        prefix=prefix or "",
         batch_size=int(dbt.config.get("embedding_batch_size")),
         part_size=int(dbt.config.get("embedding_part_size")),
         device=none_if_blank(dbt.config.get("embedding_device")),
