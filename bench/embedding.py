@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from python_udfs.settings import default
+
 
 def sample_texts(n_docs: int) -> list[str]:
     from python_udfs.corpus.sample import SOURCES, iter_sample_records
@@ -60,7 +62,7 @@ def contestant(mode: str, n_docs: int, batch_size: int, dtype: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=800)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=default("embedding_batch_size"))
     parser.add_argument("--one", nargs=2, metavar=("MODE", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

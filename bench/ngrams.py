@@ -27,6 +27,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from python_udfs.settings import default
+
 CATALOG_TOKENS_PER_S_PER_CPU = 207e9 / (3 * 3600) / 64
 
 
@@ -37,7 +39,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=4000)
-    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--shards", type=int, default=default("ngram_shards"))
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
 

@@ -29,6 +29,7 @@ import torch
 
 from python_udfs.scan.metrics import naive_window_metrics, scan_windows, window_metrics
 from python_udfs.scan.model import load_scan_model
+from python_udfs.settings import default
 
 CATALOG_TOKENS, CATALOG_SECONDS, CATALOG_PARAMS = 112.5e6, 19 * 3600, 2.78e9
 
@@ -77,10 +78,10 @@ def timed(fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--model", default=default("scan_model"))
     parser.add_argument("--docs", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=default("scan_batch_size"))
     parser.add_argument("--naive-windows", type=int, default=120, help="the naive loop times this many windows")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 row")

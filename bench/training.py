@@ -14,12 +14,13 @@ from). No assertions: numbers are for reading.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from python_udfs.settings import db_path, default
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -97,9 +98,9 @@ def main() -> None:
     from trainers.train import grad_accum_steps
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--preset", default=default("train_preset"))
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--db", default=os.environ.get("PILEHOUSE_DB", "warehouse/pilehouse.duckdb"))
+    parser.add_argument("--db", default=str(db_path()))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig.from_preset(

@@ -44,10 +44,23 @@
 
 
 {% macro print_lake_paths() -%}
-    {#- `dbt run-operation print_lake_paths`: every lake folder for the current vars, as JSON -#}
+    {#- `dbt run-operation print_lake_paths`: every lake folder for the current vars, as JSON,
+        plus where the YAML files (which cannot call macros) point: the corpus source's
+        location and the lake_dir each Python model is configured with, and the profile's
+        warehouse file. tests/test_settings.py compares all of it with python_udfs.settings. -#}
     {%- set paths = {} -%}
     {%- for kind in ['corpus', 'embeddings', 'assignments', 'tokens', 'ngrams', 'scan'] -%}
         {%- do paths.update({kind: lake_path(kind) | trim}) -%}
     {%- endfor -%}
+    {%- set configured = {} -%}
+    {%- for node in graph.nodes.values() if node.config.get('lake_dir') is not none -%}
+        {%- do configured.update({node.name: node.config.get('lake_dir') | string}) -%}
+    {%- endfor -%}
+    {%- do paths.update({
+        'lake_dir': lake_dir() | trim,
+        'source_documents': source('lake', 'documents') | string,
+        'model_lake_dirs': configured,
+        'db': target.path,
+    }) -%}
     {{ print(tojson(paths)) }}
 {%- endmacro %}

@@ -4,3 +4,11 @@
     from {{ model }}
     where not ({{ column_name }} > {{ low }})
 {% endtest %}
+
+
+{% test between(model, column_name, low, high) %}
+    {#- rows whose value lies outside [low, high] (nulls pass, as in not_null's absence) -#}
+    select {{ column_name }}
+    from {{ model }}
+    where {{ column_name }} < {{ low }} or {{ column_name }} > {{ high }}
+{% endtest %}

@@ -28,7 +28,7 @@ class Command:
     """A subcommand: its one-line summary and where its ``main`` lives.
 
     ``targets`` are tried in order; a later one is used only when an earlier module does not
-    exist (e.g. ``python_udfs.scan.cli`` before ``python_udfs.scan.scanner``), never to hide an
+    exist (a module that moved), never to hide an
     import error inside a module that does exist. ``commands`` makes a group (``bench NAME``).
     """
 
@@ -52,7 +52,7 @@ COMMANDS = {
     "sample-corpus": Command("write the embedded sample corpus (deterministic, Pile format)",
                              ("python_udfs.corpus.sample:main",)),
     "scan": Command("the prompt scan over a slice of the warehouse (the parts dbt's tag:scan reads)",
-                    ("python_udfs.scan.cli:main", "python_udfs.scan.scanner:main")),
+                    ("python_udfs.scan.cli:main",)),
     "review": Command("serve the cluster review page on the loopback (writes seeds/cluster_exclusions.csv)",
                       ("python_udfs.apps.review.__main__:main",)),
     "report": Command("write the HTML report of the warehouse (reports/report.html)",

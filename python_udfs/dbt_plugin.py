@@ -1,7 +1,10 @@
 """dbt-duckdb plugin: registers pilehouse's Python functions as DuckDB UDFs on every connection.
 
-Listed under ``plugins:`` in ``profiles.yml``. The functions load their models lazily, so
-a connection that never calls them pays nothing.
+Listed under ``plugins:`` in ``profiles.yml``, whose ``config:`` hands it the build's
+``--vars`` for the embedding (a profile sees only command-line vars); the rest come from
+dbt_project.yml. So ``pilehouse_embed`` embeds a query exactly as ``int_documents_embedded``
+embedded the documents of the same build. The functions load their models lazily, so a
+connection that never calls them pays nothing.
 """
 
 from __future__ import annotations
@@ -14,9 +17,18 @@ from duckdb import DuckDBPyConnection
 from python_udfs import udfs
 
 
+def given_vars(plugin_config: dict[str, Any]) -> dict[str, Any]:
+    """The vars the profile passed: a var not given renders as None (or 'None'); '' is a value."""
+    return {k: v for k, v in plugin_config.items() if v is not None and str(v).strip() not in ("None", "none")}
+
+
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
-        self.embedding_model = plugin_config.get("embedding_model", udfs.DEFAULT_MODEL)
+        self.embed_config = udfs.embed_config(given_vars(plugin_config))
+
+    @property
+    def embedding_model(self) -> str:
+        return self.embed_config.model
 
     def configure_connection(self, conn: DuckDBPyConnection) -> None:
-        udfs.register(conn, embedding_model=self.embedding_model)
+        udfs.register(conn, self.embed_config)

@@ -95,7 +95,8 @@ def lake_path(kind: str, given: Mapping[str, Any] | None = None) -> Path:
     if kind == "tokens":
         return lake / "tokens" / ngram_source_slug(resolve("ngram_source", given))
     if kind == "ngrams":
-        return lake / "ngrams" / f"{ngram_source_slug(resolve('ngram_source', given))}-{int(resolve('ngram_seq_len', given))}"
+        source = ngram_source_slug(resolve("ngram_source", given))
+        return lake / "ngrams" / f"{source}-{int(resolve('ngram_seq_len', given))}"
     if kind == "scan":
         return lake / "scan"
     raise ValueError(f"unknown lake folder {kind!r}: one of {', '.join(LAKE_KINDS)}")

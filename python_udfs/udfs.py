@@ -1,42 +1,122 @@
 """Python functions exposed to SQL (registered by the dbt plugin, or by ``register`` by hand).
 
-- ``pilehouse_embed(text)``: the embedding a document would get (same model, pooling and
-  normalisation as ``document_embeddings`` under the default vars), for semantic search:
-  ``list_cosine_similarity(embedding, pilehouse_embed('stock markets'))``.
+- ``pilehouse_embed(text)``: the embedding a document gets under the build's embedding vars
+  (``embedding_model``, ``embedding_prefix``, ``embedding_max_tokens``, ``embedding_dtype``):
+  the dbt plugin passes them, so ``list_cosine_similarity(embedding, pilehouse_embed('stock
+  markets'))`` compares a query with vectors made the same way.
+- ``pilehouse_pca_2d(points)``: FLOAT[][] -> STRUCT(x, y, x_variance_share, y_variance_share)[]:
+  each row on the first two principal components (``cluster_summary``'s map of the centroids).
 - ``neox_encode(text)`` -> INTEGER[]: GPT-NeoX (Pythia) token ids, no BOS.
 - ``neox_decode(ids)`` -> VARCHAR: the tokenizer's own decode.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
-from duckdb.sqltypes import FLOAT, INTEGER, VARCHAR
+from duckdb.sqltypes import DOUBLE, FLOAT, INTEGER, VARCHAR
 
 from python_udfs.clustering.embed import EmbedConfig, embed_texts, load_model
 from python_udfs.ngrams import tokenizer as neox
+from python_udfs.settings import none_if_blank, resolve
 
 DEFAULT_MODEL = EmbedConfig.model
 
+#: EmbedConfig field -> the dbt var that sets it (what makes a query vector match the stored ones).
+EMBED_VARS = {
+    "model": "embedding_model",
+    "max_tokens": "embedding_max_tokens",
+    "prefix": "embedding_prefix",
+    "dtype": "embedding_dtype",
+    "device": "embedding_device",
+    "batch_size": "embedding_batch_size",
+}
+
+PCA_FIELDS = ("x", "y", "x_variance_share", "y_variance_share")
+PCA_TYPE = pa.list_(pa.struct([(name, pa.float64()) for name in PCA_FIELDS]))
+
+
+def embed_config(given: Mapping[str, Any] | None = None) -> EmbedConfig:
+    """The build's EmbedConfig from its vars (``given``), each missing one from dbt_project.yml."""
+    values = {field: resolve(var, given) for field, var in EMBED_VARS.items()}
+    return EmbedConfig(
+        model=str(values["model"]),
+        max_tokens=int(values["max_tokens"]),
+        prefix=str(values["prefix"] or ""),
+        dtype=str(values["dtype"]),
+        device=none_if_blank(values["device"]),
+        batch_size=int(values["batch_size"]),
+    )
+
 
 @lru_cache(maxsize=4)
-def _model(name: str):
-    return load_model(EmbedConfig(model=name))
+def _model(name: str, max_tokens: int, dtype: str, device: str | None):
+    return load_model(EmbedConfig(model=name, max_tokens=max_tokens, dtype=dtype, device=device))
 
 
-def embed_arrow(texts: pa.Array, model_name: str = DEFAULT_MODEL) -> pa.Array:
+def model_for(config: EmbedConfig):
+    """The loaded model for ``config`` (cached: a query per row must not reload it)."""
+    return _model(config.model, config.max_tokens, config.dtype, config.device)
+
+
+def embed_arrow(texts: pa.Array, config: EmbedConfig | None = None) -> pa.Array:
     """Vectorised: one arrow list<float> per input string (NULL in, NULL out)."""
+    config = config or EmbedConfig()
     values = texts.to_pylist()
     present = [i for i, v in enumerate(values) if v is not None]
     out: list[list[float] | None] = [None] * len(values)
     if present:
-        config = EmbedConfig(model=model_name)
-        vectors = embed_texts(_model(model_name), [values[i] for i in present], config)
+        vectors = embed_texts(model_for(config), [values[i] for i in present], config)
         for i, vector in zip(present, vectors):
             out[i] = vector.tolist()
     return pa.array(out, type=pa.list_(pa.float32()))
+
+
+def pca_2d(points: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``points`` on their first two principal components, and each one's share of the variance.
+
+    Deterministic: an exact SVD of the centred rows; each component's sign is fixed so that
+    its largest coordinate by absolute value (the first such row on ties, up to rounding) is
+    positive, since an SVD may return either sign. A component with no variance stays 0.
+    """
+    x = np.asarray(points, dtype=np.float64)
+    coords, shares = np.zeros((len(x), 2)), np.zeros(2)
+    if x.ndim != 2 or len(x) < 2:
+        return coords, shares
+    u, s, _ = np.linalg.svd(x - x.mean(axis=0, keepdims=True), full_matrices=False)
+    total = float(np.sum(s**2))
+    if total <= 0.0:
+        return coords, shares
+    for j in range(min(2, len(s))):
+        if s[j] <= 1e-9 * s[0]:  # rounding noise, not a direction
+            break
+        column = u[:, j] * s[j]
+        size = np.abs(column)
+        first_largest = int(np.argmax(size >= size.max() * (1 - 1e-9)))  # ties up to rounding: the first row
+        if column[first_largest] < 0:
+            column = -column
+        coords[:, j], shares[j] = column, s[j] ** 2 / total
+    return coords, shares
+
+
+def pca_2d_arrow(rows: pa.Array) -> pa.Array:
+    """Per input row (a list of equal-length vectors), the list of their 2-D PCA points."""
+    out: list[list[dict] | None] = []
+    for row in rows.to_pylist():
+        if row is None:
+            out.append(None)
+            continue
+        if len({len(v) for v in row}) > 1:
+            raise ValueError("pilehouse_pca_2d: the vectors have different lengths")
+        coords, shares = pca_2d(row)
+        out.append([dict(zip(PCA_FIELDS, (float(px), float(py), float(shares[0]), float(shares[1]))))
+                    for px, py in coords])
+    return pa.array(out, type=PCA_TYPE)
 
 
 def neox_encode_arrow(texts: pa.Array) -> pa.Array:
@@ -52,11 +132,17 @@ def neox_decode_arrow(ids: pa.Array) -> pa.Array:
     return pa.array([None if v is None else neox.decode(v) for v in ids.to_pylist()], pa.string())
 
 
-def register(conn: duckdb.DuckDBPyConnection, embedding_model: str = DEFAULT_MODEL) -> None:
-    """Register the UDFs on a connection (idempotent per connection)."""
+def register(conn: duckdb.DuckDBPyConnection, config: EmbedConfig | None = None) -> None:
+    """Register the UDFs on a connection (idempotent per connection).
+
+    ``config``: how pilehouse_embed embeds; the default is dbt_project.yml's embedding vars.
+    Outside dbt, pass ``embed_config(vars)`` with the vars the warehouse was built with.
+    """
+    config = config or embed_config()
+    pca_type = duckdb.list_type(duckdb.struct_type({name: DOUBLE for name in PCA_FIELDS}))
     functions = [
-        ("pilehouse_embed", lambda texts: embed_arrow(texts, embedding_model), [VARCHAR],
-         duckdb.list_type(FLOAT)),
+        ("pilehouse_embed", lambda texts: embed_arrow(texts, config), [VARCHAR], duckdb.list_type(FLOAT)),
+        ("pilehouse_pca_2d", pca_2d_arrow, [duckdb.list_type(duckdb.list_type(FLOAT))], pca_type),
         ("neox_encode", neox_encode_arrow, [VARCHAR], duckdb.list_type(INTEGER)),
         ("neox_decode", neox_decode_arrow, [duckdb.list_type(INTEGER)], VARCHAR),
     ]

@@ -140,9 +140,9 @@ def test_fallback_only_when_the_module_is_missing(tmp_path, monkeypatch):
         cli.resolve(["python_udfs.no_such_module:main"])
 
 
-def test_scan_resolves_today_and_after_the_scanner_split():
+def test_scan_resolves_to_the_scan_cli():
     func = cli.resolve(cli.COMMANDS["scan"].targets)
-    assert func.__name__ == "main" and func.__module__.startswith("python_udfs.scan.")
+    assert func.__name__ == "main" and func.__module__ == "python_udfs.scan.cli"
 
 
 def test_ingest_runs_through_pilehouse(tmp_path):

@@ -1,7 +1,7 @@
 """Is model B better than model A on a benchmark? The seed's comparison, as code and SQL.
 
     python -m trainers.compare pythia-160m-pile pythia-160m-minipile          # seed's table
-    python -m trainers.compare A B --all --db warehouse/pilehouse.duckdb      # every row
+    python -m trainers.compare A B --all --db other.duckdb                    # every row
 
 For each (task, metric) both models were scored on (same --limit), with a, b the two
 scores and se_a, se_b lm-eval's standard errors:
@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 
 import duckdb
+
+from python_udfs.settings import db_path
 
 COMPARE_SQL = (Path(__file__).with_name("compare.sql")).read_text(encoding="utf-8")
 Z95 = 1.96
@@ -135,9 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_a", help="eval_scores.model of the baseline (A)")
     parser.add_argument("model_b", help="eval_scores.model compared with it (B)")
-    parser.add_argument("--db", default=os.environ.get("PILEHOUSE_DB",
-                                                       "warehouse/pilehouse.duckdb"),
-                        help="warehouse file (default $PILEHOUSE_DB or warehouse/pilehouse.duckdb)")
+    parser.add_argument("--db", default=str(db_path()),
+                        help="warehouse file (default %(default)s, from $PILEHOUSE_DB when set)")
     parser.add_argument("--all", action="store_true",
                         help="every shared (task, metric), not only the seed's rows")
     args = parser.parse_args(argv)

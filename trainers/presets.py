@@ -19,17 +19,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from python_udfs.settings import db_path, default
 
 PADDED_VOCAB = 50_304  # Pythia's embedding rows: neox.VOCAB_SIZE (50,277) rounded up to 128
 
 
 def _default_db() -> str:
-    # Same resolution as profiles.yml, so the trainer and dbt look at one warehouse file.
-    return os.environ.get("PILEHOUSE_DB", "warehouse/pilehouse.duckdb")
+    # settings.db_path() resolves $PILEHOUSE_DB as profiles.yml does: the trainer and dbt share one file.
+    return str(db_path())
 
 
 @dataclass
@@ -40,7 +41,7 @@ class TrainConfig:
     revision: str | None = None  # hub revision for init_from, e.g. "step0" (Pythia's init)
 
     # --- what to train on ----------------------------------------------------------------
-    dataset: str = "minipile"  # a warehouse table (minipile, documents, ...) or "sql:select ..."
+    dataset: str = default("train_dataset")  # a warehouse table (minipile, documents, ...) or "sql:select ..."
     split: str | None = "train"  # used when the source has a `split` column (minipile does)
     val_split: str | None = "validation"  # validation rows for sources with a `split` column
     val_fraction: float = 0.01  # otherwise hold out this fraction of rows (hash of the doc key)
@@ -63,7 +64,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    seed: int = 42  # model init, data order (with shuffle) and every RNG
+    seed: int = default("seed")  # model init, data order (with shuffle) and every RNG
 
     # --- evaluation, checkpoints, logging ----------------------------------------------------
     eval_every: int = 100  # validation loss every N steps (and at the last step); 0: never
@@ -71,8 +72,8 @@ class TrainConfig:
     checkpoint_every: int = 100  # resumable checkpoint every N steps (and at the last step)
     keep_checkpoints: int = 2  # how many step checkpoints to keep on disk
     log_every: int = 1  # a training_steps row every N steps
-    out_dir: str = "checkpoints"  # runs land in out_dir/run_id/
-    run_id: str | None = None  # None: preset-dataset-<hash of the config>, so a rerun resumes
+    out_dir: str = default("train_out_dir")  # runs land in out_dir/run_id/
+    run_id: str | None = default("train_run_id")  # None: preset-dataset-<hash of the config>, so a rerun resumes
     resume: bool = True  # continue from out_dir/run_id's last checkpoint when there is one
 
     # --- where and how ---------------------------------------------------------------------

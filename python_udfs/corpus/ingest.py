@@ -194,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Ingest a corpus into the pilehouse lake (documents + rejected_documents).",
     )
     parser.add_argument("inputs", nargs="+", help="files, directories, globs, or hf:NAME[:CONFIG]")
-    parser.add_argument("--lake", default=str(settings.lake_dir()))
-    parser.add_argument("--text-field", default="text")
-    parser.add_argument("--source-field", default="meta.pile_set_name")
-    parser.add_argument("--default-source", default="unknown")
-    parser.add_argument("--hf-split", default="train")
-    parser.add_argument("--shard-size", type=int, default=50_000, help="records per row group (bounds memory)")
+    parser.add_argument("--lake", default=str(settings.lake_dir()),
+                        help="the parquet lake (default %(default)s, from $PILEHOUSE_LAKE when set)")
+    parser.add_argument("--text-field", default=CorpusConfig.text_field)
+    parser.add_argument("--source-field", default=CorpusConfig.source_field)
+    parser.add_argument("--default-source", default=CorpusConfig.default_source)
+    parser.add_argument("--hf-split", default=CorpusConfig.hf_split)
+    parser.add_argument("--shard-size", type=int, default=CorpusConfig.shard_size,
+                        help="records per row group (bounds memory)")
     parser.add_argument("--executor", default=settings.default("executor"),
                         help="where files are read: local (in-process, the default) or ray (issue 11)")
     args = parser.parse_args(argv)

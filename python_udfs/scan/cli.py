@@ -15,6 +15,7 @@ from pathlib import Path
 
 from python_udfs.scan.model import load_scan_model
 from python_udfs.scan.runner import NothingToScan, ScanSettings, iter_rows, scan_document_stream, slice_query
+from python_udfs.settings import db_path, default, lake_dir
 
 
 def main(argv: Iterable[str] | None = None) -> None:
@@ -22,23 +23,29 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m python_udfs.scan", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2",
+    parser.add_argument("--model", default=default("scan_model"),
                         help="smollm2 (offline default), a .gguf file, a checkpoint folder or a hub name")
     parser.add_argument("--name", help="prompt_scan.model (default: from --model)")
-    parser.add_argument("--db", default="warehouse/pilehouse.duckdb")
-    parser.add_argument("--lake", default="warehouse/lake", help="parts go to LAKE/scan/<model>/")
-    parser.add_argument("--where", default="true", help="SQL predicate over documents d and cluster_assignments a")
-    parser.add_argument("--docs", type=int, default=50, help="how many documents (seeded hash order); 0 = all")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-tokens", type=int, default=256, help="first tokens of each document; 0 = all")
-    parser.add_argument("--seq-len", type=int, default=4)
-    parser.add_argument("--min-p-long", type=float, default=0.5)
-    parser.add_argument("--min-js", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--part-docs", type=int, default=16)
+    parser.add_argument("--db", default=str(db_path()),
+                        help="the warehouse (default %(default)s, from $PILEHOUSE_DB when set)")
+    parser.add_argument("--lake", default=str(lake_dir()),
+                        help="parts go to LAKE/scan/<model>/ (default %(default)s, from $PILEHOUSE_LAKE when set)")
+    parser.add_argument("--where", default=default("scan_where"),
+                        help="SQL predicate over documents d and cluster_assignments a")
+    parser.add_argument("--docs", type=int, default=default("scan_docs"),
+                        help="how many documents (seeded hash order); 0 = all")
+    parser.add_argument("--seed", type=int, default=default("seed"))
+    parser.add_argument("--max-tokens", type=int, default=ScanSettings.max_tokens,
+                        help="first tokens of each document; 0 = all")
+    parser.add_argument("--seq-len", type=int, default=ScanSettings.seq_len)
+    parser.add_argument("--min-p-long", type=float, default=ScanSettings.min_p_long)
+    parser.add_argument("--min-js", type=float, default=ScanSettings.min_js)
+    parser.add_argument("--batch-size", type=int, default=ScanSettings.batch_size)
+    parser.add_argument("--part-docs", type=int, default=ScanSettings.part_docs)
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--executor", help="where parts are computed (default: local)")
+    parser.add_argument("--executor", default=default("executor"),
+                        help="where parts are computed (default %(default)s)")
     parser.add_argument("--show", type=int, default=10, help="print this many of the best kept windows")
     args = parser.parse_args(list(argv) if argv is not None else None)
 

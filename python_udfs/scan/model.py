@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from python_udfs.ngrams.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir
+from python_udfs.settings import default
 
 
 @dataclass
@@ -57,7 +58,7 @@ def _hf_codec(tokenizer) -> tuple[Callable, Callable]:
     return encode_batch, decode
 
 
-def load_scan_model(model: str = "smollm2", device: str | None = None, dtype: str | None = None,
+def load_scan_model(model: str = default("scan_model"), device: str | None = None, dtype: str | None = None,
                     name: str | None = None) -> ScanModel:
     """Load ``model``: ``smollm2`` (offline default), a ``.gguf`` file, a checkpoint folder or a hub name.
 

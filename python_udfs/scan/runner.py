@@ -38,6 +38,7 @@ from python_udfs.scan.provenance import (
     scanned_metadata,
     windows_per_document,
 )
+from python_udfs.settings import default
 
 CONTEXT_TOKENS = 5
 
@@ -72,12 +73,12 @@ DOCUMENT_ROWS = pa.schema([("doc_id", pa.int64()), ("cluster_id", pa.int64()), (
 
 @dataclass(frozen=True)
 class ScanSettings:
-    seq_len: int = 4
-    min_p_long: float = 0.5
-    min_js: float = 0.5
-    max_tokens: int = 256  # per document (its first tokens); 0 = all
-    batch_size: int = 256  # windows per forward pass: speed only, the numbers do not change
-    part_docs: int = 16
+    seq_len: int = default("scan_seq_len")
+    min_p_long: float = default("scan_min_p_long")
+    min_js: float = default("scan_min_js")
+    max_tokens: int = default("scan_max_tokens")  # per document (its first tokens); 0 = all
+    batch_size: int = default("scan_batch_size")  # windows per forward pass: speed only, the numbers do not change
+    part_docs: int = default("scan_part_docs")
 
     def fingerprint(self, scan_model: ScanModel, **extra) -> dict:
         """What changes a part's output: the model, its dtype and every setting but the batch size."""

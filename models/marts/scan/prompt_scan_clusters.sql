@@ -18,11 +18,10 @@ kept as (
     group by all
 ),
 
+-- a cluster's main source by the one rule every consumer shares (cluster_summary)
 sources as (
-    select a.cluster_id, mode(d.source) as main_source
-    from {{ ref('cluster_assignments') }} a
-    join {{ ref('documents') }} d using (doc_id)
-    group by all
+    select cluster_id, main_source
+    from {{ ref('cluster_summary') }}
 )
 
 select

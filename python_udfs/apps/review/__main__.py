@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import sys
 from pathlib import Path
+
+from python_udfs import settings
 
 
 def is_loopback(host: str) -> bool:
@@ -24,12 +25,12 @@ def is_loopback(host: str) -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m python_udfs.apps.review", description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, default=Path(os.environ.get("PILEHOUSE_DB", "warehouse/pilehouse.duckdb")),
-                        help="the warehouse, opened read-only (default $PILEHOUSE_DB or warehouse/pilehouse.duckdb)")
+    parser.add_argument("--db", type=Path, default=settings.db_path(),
+                        help="the warehouse, opened read-only (default %(default)s, from $PILEHOUSE_DB when set)")
     parser.add_argument("--seeds-dir", type=Path, default=Path("seeds"),
                         help="folder of cluster_exclusions.csv, the only file written (default seeds)")
-    parser.add_argument("--root", type=Path, default=Path("."),
-                        help="project root: the warehouse's views read the lake relative to it (default .)")
+    parser.add_argument("--root", type=Path, default=settings.ROOT,
+                        help="project root: the warehouse's views read the lake relative to it (default %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     parser.add_argument("--total", type=int, default=None,

@@ -1,6 +1,8 @@
 """The cluster review page: FastAPI + Jinja2 templates + Plotly, served on the loopback only.
 
-Reads the warehouse read-only (a connection per request) and writes one file, the
+Reads the warehouse read-only (a connection per request, python_udfs/apps/warehouse.py; a
+cluster's main source and map position come from the `cluster_summary` mart, the same rule
+the report and `prompt_scan_clusters` use) and writes one file, the
 exclusion seed, atomically. Plain HTML forms: no websocket session state, testable with
 TestClient and a real browser, and plotly.js comes from the installed package (offline).
 """
@@ -22,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from python_udfs import settings
 from python_udfs.apps.review import seed
 from python_udfs.apps.review.quotas import QuotaPreview, cluster_quotas
 from python_udfs.apps.review.warehouse import Overview, Warehouse, WarehouseUnavailable, project_total, scan_tasks
@@ -42,14 +45,14 @@ class ReviewConfig:
 
     db: the warehouse file, opened read-only. seeds_dir: the folder holding
     cluster_exclusions.csv (the only file written). root: the project root (views over the
-    lake use paths relative to it; dbt_project.yml's split sizes). total: MiniPile's size
+    lake use paths relative to it). total: MiniPile's size
     for the quota preview; None reads it from the warehouse (sum of int_cluster_quotas, else
     the minipile row count), else dbt_project.yml's train + validation + test sizes.
     """
 
     db: Path
     seeds_dir: Path
-    root: Path
+    root: Path = settings.ROOT
     total: int | None = None
 
     @property
@@ -119,10 +122,8 @@ def preview(config: ReviewConfig, overview: Overview, excluded: set[int]) -> tup
     elif overview.built_total is not None:
         total, origin = overview.built_total, "the warehouse's last build"
     else:
-        total = project_total(config.root)
+        total = project_total()
         origin = "dbt_project.yml's train_size + validation_size + test_size"
-    if total is None:
-        return None, "unknown (no minipile in the warehouse and no dbt_project.yml)"
     return cluster_quotas(overview.sizes, excluded, total), origin
 
 

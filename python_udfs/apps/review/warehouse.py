@@ -1,44 +1,38 @@
 """Read-only queries over the warehouse for the review page.
 
-Every call opens its own read-only DuckDB connection and closes it (a running `dbt build`
-is never blocked by the review server); the cluster overview, which needs a PCA and a
-scan of the assignments, is cached until the warehouse file changes.
+Connections come from the apps' shared reader (python_udfs/apps/warehouse.py: read-only,
+one per call, lake paths resolved from the project root). The cluster overview (sizes,
+main sources and map positions from the `cluster_summary` mart, the source mix of each
+cluster) is cached until the warehouse file changes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-import numpy as np
+from python_udfs.apps.warehouse import WarehouseReader, WarehouseUnavailable
+from python_udfs.settings import default
 
-REQUIRED_TABLES = ("documents", "cluster_centroids", "cluster_assignments", "cluster_inspection")
+__all__ = ["ClusterSummary", "Example", "Inspection", "Overview", "Warehouse", "WarehouseUnavailable",
+           "project_total", "scan_tasks"]
 
-
-class WarehouseUnavailable(Exception):
-    """The warehouse cannot be read now; the message says what to do."""
+REQUIRED_TABLES = ("documents", "cluster_centroids", "cluster_assignments", "cluster_inspection", "cluster_summary")
 
 
 @dataclass(frozen=True)
 class ClusterSummary:
+    """A row of `cluster_summary` (main source by its one tie rule, PCA position) and the cluster's mix."""
+
     cluster_id: int
     n_docs: int
     average_distance: float | None
-    sources: list[tuple[str, int]]  # (source, documents), most documents first
-    x: float = 0.0
-    y: float = 0.0
-
-    @property
-    def main_source(self) -> str:
-        return self.sources[0][0] if self.sources else "(empty)"
-
-    @property
-    def main_share(self) -> float:
-        return self.sources[0][1] / self.n_docs if self.sources and self.n_docs else 0.0
+    main_source: str  # "(empty)" for a cluster without documents
+    main_share: float
+    x: float
+    y: float
+    sources: list[tuple[str, int]]  # (source, documents), most documents first, ties by name
 
 
 @dataclass(frozen=True)
@@ -88,44 +82,14 @@ class Inspection:
     farthest: list[Example]
 
 
-class Warehouse:
-    """The warehouse file, opened read-only per call. `root` resolves the views' relative paths."""
+class Warehouse(WarehouseReader):
+    """The review page's queries; each opens its own read-only connection."""
 
-    def __init__(self, db: Path, root: Path | None = None) -> None:
-        self.db = Path(db)
-        self.root = Path(root) if root is not None else Path.cwd()
+    def __init__(self, db: str | Path | None = None, root: str | Path | None = None) -> None:
+        super().__init__(db, root)
         self._cache_key: tuple | None = None
         self._cache: Overview | None = None
         self._lock = threading.Lock()
-
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if not self.db.exists():
-            raise WarehouseUnavailable(
-                f"The warehouse {self.db} does not exist: run `make minipile` first "
-                "(or point --db / $PILEHOUSE_DB at a built warehouse)."
-            )
-        try:
-            con = duckdb.connect(str(self.db), read_only=True)
-        except duckdb.Error as exc:
-            if "lock" in str(exc).lower():
-                raise WarehouseUnavailable(
-                    f"The warehouse {self.db} is locked by another process (a running dbt build?): "
-                    "reload this page when it has finished."
-                ) from exc
-            raise WarehouseUnavailable(f"Cannot open the warehouse {self.db}: {exc}") from exc
-        try:
-            # views over the lake use paths relative to the project root
-            con.execute(f"set file_search_path = '{str(self.root.resolve()).replace(chr(39), chr(39) * 2)}'")
-            yield con
-        finally:
-            con.close()
-
-    @staticmethod
-    def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-        return {row[0] for row in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'main'"
-        ).fetchall()}
 
     def overview(self) -> Overview:
         """The cluster overview, recomputed only when the warehouse file changed."""
@@ -150,14 +114,15 @@ class Warehouse:
                     f"The warehouse {self.db} has no {', '.join(missing)}: run `make minipile` first."
                 )
             rows = con.execute("""
-                select c.cluster_id, c.n_docs, c.centroid, i.average_distance
-                from cluster_centroids c
+                select s.cluster_id, s.n_docs, i.average_distance, s.main_source, s.main_share, s.x, s.y,
+                    s.x_variance_share, s.y_variance_share
+                from cluster_summary s
                 left join cluster_inspection i using (cluster_id)
-                order by c.cluster_id
+                order by s.cluster_id
             """).fetchall()
             mix: dict[int, list[tuple[str, int]]] = {}
             for cluster_id, source, n in con.execute("""
-                select a.cluster_id, coalesce(d.source, 'unknown') as source, count(*) as n
+                select a.cluster_id, d.source, count(*) as n
                 from cluster_assignments a
                 join documents d using (doc_id)
                 group by all
@@ -180,14 +145,13 @@ class Warehouse:
             if "minipile" in tables:
                 built_splits = dict(con.execute("select split, count(*) from minipile group by split").fetchall())
 
-        coords, variance = project_2d([r[2] for r in rows])
         clusters = [
-            ClusterSummary(
-                cluster_id=cid, n_docs=n_docs, average_distance=avg, sources=mix.get(cid, []),
-                x=float(coords[i, 0]), y=float(coords[i, 1]),
-            )
-            for i, (cid, n_docs, _, avg) in enumerate(rows)
+            ClusterSummary(cluster_id=cid, n_docs=n_docs, average_distance=avg,
+                           main_source=main if main is not None else "(empty)", main_share=share or 0.0,
+                           x=x or 0.0, y=y or 0.0, sources=mix.get(cid, []))
+            for cid, n_docs, avg, main, share, x, y, _, _ in rows
         ]
+        variance = (float(rows[0][7] or 0.0), float(rows[0][8] or 0.0)) if rows else (0.0, 0.0)
         return Overview(clusters, n_documents, built_exclusions, built_quotas, built_splits, variance)
 
     def inspection(self, cluster_id: int) -> Inspection | None:
@@ -233,32 +197,6 @@ def scan_tasks(warehouse: Warehouse, cluster_id: int, limit: int = 10) -> list[t
         """, [cluster_id, limit]).fetchall()
 
 
-def project_2d(centroids: list) -> tuple[np.ndarray, tuple[float, float]]:
-    """PCA of the centroids to 2-D (deterministic: full SVD), with the explained variance ratios."""
-    if not centroids:
-        return np.zeros((0, 2)), (0.0, 0.0)
-    matrix = np.asarray(centroids, dtype=np.float64)
-    n_components = min(2, matrix.shape[0], matrix.shape[1])
-    coords = np.zeros((matrix.shape[0], 2))
-    variance = [0.0, 0.0]
-    if matrix.shape[0] > 1:
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=n_components, svd_solver="full")
-        coords[:, :n_components] = pca.fit_transform(matrix)
-        variance[:n_components] = [float(v) for v in pca.explained_variance_ratio_]
-    return coords, (variance[0], variance[1])
-
-
-def project_total(root: Path) -> int | None:
-    """train_size + validation_size + test_size from dbt_project.yml (the defaults)."""
-    path = Path(root) / "dbt_project.yml"
-    if not path.exists():
-        return None
-    import yaml
-
-    variables = (yaml.safe_load(path.read_text()) or {}).get("vars", {})
-    try:
-        return int(variables["train_size"]) + int(variables["validation_size"]) + int(variables["test_size"])
-    except (KeyError, TypeError, ValueError):
-        return None
+def project_total() -> int:
+    """MiniPile's size by dbt_project.yml's defaults: train_size + validation_size + test_size."""
+    return sum(int(default(name)) for name in ("train_size", "validation_size", "test_size"))

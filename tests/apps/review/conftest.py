@@ -1,18 +1,16 @@
-"""Fixtures for the review page tests: a tiny warehouse (review_warehouse.py), a seeds folder, a client."""
+"""Fixtures for the review page tests: the tiny review warehouse (tests/warehouses.py), a seeds folder, a client."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from review_warehouse import ROOT, build_tiny_warehouse
+from warehouses import ROOT, review_warehouse
 
 
 @pytest.fixture(scope="session")
 def tiny_warehouse(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("review_warehouse") / "pilehouse.duckdb"
-    build_tiny_warehouse(path)
-    return path
+    return review_warehouse(tmp_path_factory.mktemp("review_warehouse") / "pilehouse.duckdb")
 
 
 @pytest.fixture

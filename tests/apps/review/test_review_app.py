@@ -204,10 +204,9 @@ def test_a_seed_with_a_foreign_header_is_not_overwritten(client, seeds_dir):
 
 def test_seed_differences_with_the_warehouse_are_pending(tmp_path, seeds_dir):
     from fastapi.testclient import TestClient
-    from review_warehouse import build_tiny_warehouse
+    from warehouses import review_warehouse
 
-    db = tmp_path / "built.duckdb"
-    build_tiny_warehouse(db, exclusions=[(5, "other", "built")])
+    db = review_warehouse(tmp_path / "built.duckdb", exclusions=[(5, "other", "built")])
     client = TestClient(create_app(ReviewConfig(db=db, seeds_dir=seeds_dir, root=ROOT)))
     page = client.get("/").text
     assert "excluded in the warehouse, included again in the seed" in page

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from review_warehouse import ROOT
+from warehouses import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from review_warehouse import ROOT, SIZES, TOTAL, render_model
+from warehouses import ROOT, SIZES, TOTAL, render_model
 
 from python_udfs.apps.review import CATEGORIES, seed
 from python_udfs.apps.review.quotas import cluster_quotas
