@@ -221,15 +221,20 @@ def count_part(rows: pa.Table, n_shards: int) -> tuple[pa.Table, dict[str, str]]
                      digest_rows(counts.slice(bounds[j], bounds[j + 1] - bounds[j]))]
             for j in range(n_shards) if bounds[j + 1] > bounds[j]
         }
-        pieces.append(pa.table({
+        table = pa.table({
             "n": pa.array(np.full(len(shard), n, np.uint8)),
             "shard": pa.array(shard.astype(np.uint16)),
             "id0": counts.column("id0"), "id1": counts.column("id1"),
             "id2": counts.column("id2") if n == 3 else pa.nulls(len(shard), pa.uint16()),
             "count": counts.column("count"),
-        }, schema=PARTIAL_SCHEMA))
+        }, schema=PARTIAL_SCHEMA)
+        # one chunk per slab: a writer that makes a row group of each chunk lets a shard's
+        # reader skip the others (today's single row group is read with a filter instead)
+        pieces += [table.slice(bounds[j], bounds[j + 1] - bounds[j]) for j in range(n_shards)
+                   if bounds[j + 1] > bounds[j]]
     meta = {"n_shards": n_shards, "windows": windows, "slabs": slabs}
-    return pa.concat_tables(pieces), {SLABS_KEY: json.dumps(meta, sort_keys=True)}
+    combined = pa.concat_tables(pieces) if pieces else PARTIAL_SCHEMA.empty_table()
+    return combined, {SLABS_KEY: json.dumps(meta, sort_keys=True)}
 
 
 def counter_worker(n_shards: int) -> Worker:
