@@ -80,27 +80,31 @@ def embed_arrow(texts: pa.Array, config: EmbedConfig | None = None) -> pa.Array:
 def pca_2d(points: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``points`` on their first two principal components, and each one's share of the variance.
 
-    Deterministic: an exact SVD of the centred rows; each component's sign is fixed so that
-    its largest coordinate by absolute value (the first such row on ties, up to rounding) is
-    positive, since an SVD may return either sign. A component with no variance stays 0.
+    Exact and deterministic: the eigendecomposition of the centred rows' Gram matrix (k x k,
+    so cheap however wide the embeddings are); each component's sign is fixed so that its
+    largest coordinate by absolute value (the first such row on ties, up to rounding) is
+    positive, since an eigenvector may come with either sign. A component without variance
+    stays 0.
     """
     x = np.asarray(points, dtype=np.float64)
     coords, shares = np.zeros((len(x), 2)), np.zeros(2)
     if x.ndim != 2 or len(x) < 2:
         return coords, shares
-    u, s, _ = np.linalg.svd(x - x.mean(axis=0, keepdims=True), full_matrices=False)
-    total = float(np.sum(s**2))
+    centred = x - x.mean(axis=0, keepdims=True)
+    values, vectors = np.linalg.eigh(centred @ centred.T)  # ascending; values = squared singular values
+    values = np.clip(values[::-1], 0.0, None)
+    total = float(np.trace(centred @ centred.T))
     if total <= 0.0:
         return coords, shares
-    for j in range(min(2, len(s))):
-        if s[j] <= 1e-9 * s[0]:  # rounding noise, not a direction
+    for j in range(min(2, len(values))):
+        if values[j] <= 1e-12 * values[0]:  # rounding noise, not a direction
             break
-        column = u[:, j] * s[j]
+        column = vectors[:, -1 - j] * np.sqrt(values[j])
         size = np.abs(column)
         first_largest = int(np.argmax(size >= size.max() * (1 - 1e-9)))  # ties up to rounding: the first row
         if column[first_largest] < 0:
             column = -column
-        coords[:, j], shares[j] = column, s[j] ** 2 / total
+        coords[:, j], shares[j] = column, values[j] / total
     return coords, shares
 
 

@@ -61,7 +61,7 @@ main_sources as (
 
 ),
 
--- pilehouse_pca_2d (python_udfs/udfs.py): exact SVD of the centred centroids, each axis'
+-- pilehouse_pca_2d (python_udfs/udfs.py): exact PCA of the centred centroids, each axis'
 -- sign fixed so that its largest coordinate is positive; one list in, one point per row out
 projected as (
 
