@@ -1,6 +1,5 @@
-{{ config(location=ngram_dir() ~ '/trigram_prefixes.parquet') }}
 -- One row per (id0, id1): its most common next token (ties: the smallest id). As many rows as
--- distinct bigrams, so it is written to the lake (external) rather than into the DuckDB file.
+-- distinct bigrams, so it is a view over the counts rather than a table in the DuckDB file.
 
 with trigrams as (
 
