@@ -58,7 +58,7 @@
     {%- endfor -%}
     {%- do paths.update({
         'lake_dir': lake_dir() | trim,
-        'source_documents': source('lake', 'documents') | string,
+        'source_records': source('lake', 'records') | string,
         'model_lake_dirs': configured,
         'db': target.path,
     }) -%}

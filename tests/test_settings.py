@@ -211,7 +211,7 @@ def test_python_and_dbt_give_the_same_paths(case: str, tmp_path: Path, monkeypat
     assert got["lake_dir"] == str(lake)
     for kind in settings.LAKE_KINDS:
         assert got[kind] == str(settings.lake_path(kind, dbt_vars)), kind
-    assert got["source_documents"] == f"'{settings.lake_path('corpus', dbt_vars)}/documents/*.parquet'"
+    assert got["source_records"] == f"'{settings.lake_path('corpus', dbt_vars)}/part-*.parquet'"
     assert got["model_lake_dirs"] and set(got["model_lake_dirs"].values()) == {str(lake)}, got["model_lake_dirs"]
     assert got["db"] == str(tmp_path / "paths.duckdb")
     if dbt_vars == NON_DEFAULT:  # the vars really moved the folders
