@@ -162,7 +162,7 @@ def pins() -> dict[str, Version]:
             if line:
                 name, _, version = line.partition("==")
                 assert version, f"{lock}: {line!r} is not an exact pin"
-                out[canonical(name)] = Version(version)
+                out[canonical(name.split("[")[0])] = Version(version)  # ray[data]==x pins ray
     return out
 
 

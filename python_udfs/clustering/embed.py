@@ -140,7 +140,8 @@ def make_embedder(config: EmbedConfig, model=None) -> Worker:
 def embed_step(config: EmbedConfig, out_dir: Path, model=None) -> Step:
     """The embedding step; picklable when ``model`` is None (each worker loads its own)."""
     return Step(name="embed", out_dir=Path(out_dir), settings=config.settings(),
-                make_worker=functools.partial(make_embedder, config, model), unit="doc")
+                make_worker=functools.partial(make_embedder, config, model), unit="doc",
+                accelerator=True)
 
 
 def embed_to_parts(

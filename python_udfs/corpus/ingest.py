@@ -43,7 +43,7 @@ from python_udfs.corpus.readers import (
     source_name,
     validate,
 )
-from python_udfs.runner.executors import Executor
+from python_udfs.runner.executors import Executor, open_executor
 from python_udfs.runner.parts import existing_fingerprint, write_atomic
 from python_udfs.runner.run import RunStats, run_step
 from python_udfs.runner.step import Part, Step, Worker, digest_bytes
@@ -202,14 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hf-split", default=CorpusConfig.hf_split)
     parser.add_argument("--shard-size", type=int, default=CorpusConfig.shard_size,
                         help="records per row group (bounds memory)")
-    parser.add_argument("--executor", default=settings.default("executor"),
-                        help="where files are read: local (in-process, the default) or ray (issue 11)")
+    parser.add_argument("--executor", default=settings.default("executor"), choices=["local", "ray"],
+                        help="where files are read: local (in-process, the default) or ray (one Ray actor per file)")
+    parser.add_argument("--ray-address", default=settings.default("ray_address"),
+                        help="executor ray: the cluster to join; empty: a local Ray on 127.0.0.1")
+    parser.add_argument("--ray-workers", default=settings.default("ray_workers"),
+                        help="executor ray: actors (empty: the cluster's CPUs)")
     args = parser.parse_args(argv)
     config = CorpusConfig(
         inputs=args.inputs, text_field=args.text_field, source_field=args.source_field,
         default_source=args.default_source, hf_split=args.hf_split, shard_size=args.shard_size,
     )
-    stats = ingest(config, Path(args.lake), executor=args.executor)
+    with open_executor(args.executor, args.ray_address, args.ray_workers) as executor:
+        stats = ingest(config, Path(args.lake), executor=executor)
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(stats.reasons.items())) or "none"
     print(f"{stats.n_records} records: {stats.n_accepted} accepted, {stats.n_rejected} rejected "
           f"({reasons}) -> {args.lake}/corpus", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -137,3 +138,35 @@ def get_executor(executor: str | Executor | None = None, **options) -> Executor:
         if executor not in EXECUTORS:
             raise ValueError(f"unknown executor {executor!r}: choose one of {', '.join(sorted(EXECUTORS))}")
     return EXECUTORS[executor](**options)
+
+
+def _blank(value) -> bool:
+    return value is None or str(value).strip() in ("", "None", "none", "null")
+
+
+def make_executor(executor: str | None = None, ray_address: str | None = None,
+                  ray_workers: int | str | None = None) -> Executor:
+    """The executor the vars name (``executor``, ``ray_address``, ``ray_workers``).
+
+    Python models and CLIs use this, so every step of one build runs on the executor the vars
+    say: ``local`` ignores the Ray settings; ``ray`` joins ``ray_address`` or starts a local
+    Ray with ``ray_workers`` CPUs (``python_udfs.runner.ray_executor``). An executor releases
+    its workers at the end of each step it runs, so it needs no closing between steps.
+    """
+    name = "local" if _blank(executor) else str(executor).strip()
+    options = {}
+    if name == "ray":
+        options = {"address": None if _blank(ray_address) else str(ray_address).strip(),
+                   "workers": None if _blank(ray_workers) else int(float(str(ray_workers)))}
+    return get_executor(name, **options)
+
+
+@contextmanager
+def open_executor(executor: str | None = None, ray_address: str | None = None,
+                  ray_workers: int | str | None = None) -> Iterator[Executor]:
+    """``make_executor``, closed afterwards (for CLIs)."""
+    runner = make_executor(executor, ray_address, ray_workers)
+    try:
+        yield runner
+    finally:
+        runner.close()

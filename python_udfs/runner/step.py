@@ -43,6 +43,8 @@ class Step:
     unit: what the progress bar counts (``doc``, ``seq``, ``shard`` ...).
     keep_stale: leave parts numbered past the last part alone (a step whose parts are
         not a prefix-numbered sequence of one input).
+    accelerator: the worker runs a model that a GPU speeds up (embedding, the scan); the
+        ``ray`` executor then puts one actor on each GPU when the cluster has GPUs.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Step:
     make_worker: Callable[[], Worker]
     unit: str = "row"
     keep_stale: bool = False
+    accelerator: bool = False
 
     def salt(self) -> str:
         return json.dumps({"step": self.name, **self.settings}, sort_keys=True, default=str)

@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
+from python_udfs.runner.executors import open_executor
 from python_udfs.scan.model import load_scan_model
 from python_udfs.scan.runner import NothingToScan, ScanSettings, iter_rows, scan_document_stream, slice_query
 from python_udfs.settings import db_path, default, lake_dir
@@ -44,8 +45,12 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--part-docs", type=int, default=ScanSettings.part_docs)
     parser.add_argument("--device")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    parser.add_argument("--executor", default=default("executor"),
+    parser.add_argument("--executor", default=default("executor"), choices=["local", "ray"],
                         help="where parts are computed (default %(default)s)")
+    parser.add_argument("--ray-address", default=default("ray_address"),
+                        help="executor ray: the cluster to join; empty: a local Ray on 127.0.0.1")
+    parser.add_argument("--ray-workers", default=default("ray_workers"),
+                        help="executor ray: actors (empty: the cluster's GPUs, else its CPUs)")
     parser.add_argument("--show", type=int, default=10, help="print this many of the best kept windows")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
@@ -60,8 +65,9 @@ def main(argv: Iterable[str] | None = None) -> None:
         query = slice_query("documents", "cluster_assignments" if "cluster_assignments" in tables else None,
                             args.where, args.docs, args.seed)
         try:
-            stats = scan_document_stream(scan_model, iter_rows(con.sql(query)), out_dir, settings,
-                                         executor=args.executor)
+            with open_executor(args.executor, args.ray_address, args.ray_workers) as executor:
+                stats = scan_document_stream(scan_model, iter_rows(con.sql(query)), out_dir, settings,
+                                             executor=executor)
         except NothingToScan:
             parser.error(f"no documents match --where {args.where!r}")
     print(f"scan {scan_model.name}: {stats['documents']} documents in {stats['parts']} parts "

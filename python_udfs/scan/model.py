@@ -67,15 +67,16 @@ def load_scan_model(model: str = default("scan_model"), device: str | None = Non
     """
     import torch
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    requested, device = device, device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"scan dtype must be float32, float16 or bfloat16, not {dtype!r}")
-    return _load(str(model), device, dtype, name)
+    return _load(str(model), device, dtype, name, requested)
 
 
 @lru_cache(maxsize=2)
-def _load(model: str, device: str, dtype: str, name: str | None) -> ScanModel:
+def _load(model: str, device: str, dtype: str, name: str | None, requested: str | None = None) -> ScanModel:
+    # load_args keep the *requested* device: a worker elsewhere (a Ray actor on a GPU) picks its own
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -114,7 +115,7 @@ def _load(model: str, device: str, dtype: str, name: str | None) -> ScanModel:
     return ScanModel(name=name or default_name, tokenizer_name=tokenizer_name, lm=lm,
                      encode_batch=encode_batch, decode=decode,
                      source=f"{folder}/{gguf_file}" if gguf_file else folder, dtype=dtype,
-                     load_args={"model": model, "device": device, "dtype": dtype, "name": name})
+                     load_args={"model": model, "device": requested, "dtype": dtype, "name": name})
 
 
 def is_neox_tokenizer(scan_model: ScanModel) -> bool:

@@ -193,7 +193,7 @@ def scan_step(scan_model: ScanModel, kind: str, out_dir: Path, settings: ScanSet
                                None if scan_model.load_args else scan_model)
     return Step(name=f"scan {scan_model.name}", out_dir=Path(out_dir),
                 settings=settings.fingerprint(scan_model, input=kind, **extra), make_worker=worker,
-                unit="doc" if kind == "documents" else "seq")
+                unit="doc" if kind == "documents" else "seq", accelerator=True)
 
 
 # --- the parts ----------------------------------------------------------------------------

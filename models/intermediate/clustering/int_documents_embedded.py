@@ -1,6 +1,7 @@
 """One row per embedding part in the lake: the vectors stay in parquet, int_document_embeddings reads them."""
 
 from python_udfs.clustering.embed import EmbedConfig, embed_to_parts
+from python_udfs.runner.executors import make_executor
 from python_udfs.settings import lake_path, none_if_blank
 
 
@@ -23,11 +24,13 @@ def model(dbt, session):
         device=none_if_blank(dbt.config.get("embedding_device")),
         dtype=build_vars["embedding_dtype"],
     )
+    executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
+                             dbt.config.get("ray_workers"))
     out_dir = lake_path("embeddings", build_vars)
 
     documents = dbt.ref("stg_lake__documents")
     total = documents.count("*").fetchall()[0][0]
     reader = documents.select("doc_id, text").order("doc_id").fetch_record_batch(config.part_size)
-    stats = embed_to_parts(reader, out_dir, config, total=total, executor=dbt.config.get("executor"))
+    stats = embed_to_parts(reader, out_dir, config, total=total, executor=executor)
     print(f"embeddings: {stats.computed} embedded, {stats.reused} reused -> {out_dir} ({stats.summary()})")
     return stats.manifest()

@@ -5,7 +5,8 @@ rebuild reuses every part whose documents (and the tokenizer) are unchanged.
 """
 
 from python_udfs.ngrams.counts import tokenize_to_parts
-from python_udfs.settings import lake_path, none_if_blank
+from python_udfs.runner.executors import make_executor
+from python_udfs.settings import lake_path
 
 
 def model(dbt, session):
@@ -14,7 +15,8 @@ def model(dbt, session):
     lake_dir = dbt.config.get("lake_dir")
     source = dbt.config.get("ngram_source")
     part_size = int(dbt.config.get("tokenize_part_size"))
-    executor = none_if_blank(dbt.config.get("executor"))
+    executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
+                             dbt.config.get("ray_workers"))
 
     documents = dbt.ref("stg_lake__documents")
     if source == "minipile":

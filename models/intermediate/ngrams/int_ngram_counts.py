@@ -8,6 +8,7 @@ sequences reuses every partial and every shard.
 import pyarrow as pa
 
 from python_udfs.ngrams.counts import count_partials, reduce_shards
+from python_udfs.runner.executors import make_executor
 from python_udfs.settings import lake_path, none_if_blank
 
 
@@ -19,7 +20,8 @@ def model(dbt, session):
     seq_len = dbt.config.get("ngram_seq_len")
     n_shards = int(dbt.config.get("ngram_shards"))
     memory_limit = none_if_blank(dbt.config.get("ngram_memory_limit"))
-    executor = none_if_blank(dbt.config.get("executor"))
+    executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
+                             dbt.config.get("ray_workers"))
 
     ngram_dir = lake_path("ngrams", {"lake_dir": lake_dir, "ngram_source": source, "ngram_seq_len": seq_len})
     seq_parts = sorted((ngram_dir / "sequences").glob("part-*.parquet"))

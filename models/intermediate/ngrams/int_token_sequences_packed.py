@@ -8,7 +8,8 @@ of unchanged parts are reused.
 import pyarrow as pa
 
 from python_udfs.ngrams.counts import pack_sequences
-from python_udfs.settings import lake_path, none_if_blank
+from python_udfs.runner.executors import make_executor
+from python_udfs.settings import lake_path
 
 
 def model(dbt, session):
@@ -17,7 +18,8 @@ def model(dbt, session):
     lake_dir = dbt.config.get("lake_dir")
     source = dbt.config.get("ngram_source")
     seq_len = int(dbt.config.get("ngram_seq_len"))
-    executor = none_if_blank(dbt.config.get("executor"))
+    executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
+                             dbt.config.get("ray_workers"))
 
     given = {"lake_dir": lake_dir, "ngram_source": source, "ngram_seq_len": seq_len}
     doc_parts = sorted(lake_path("tokens", given).glob("part-*.parquet"))

@@ -14,6 +14,7 @@ it stopped.
 
 import pyarrow as pa
 
+from python_udfs.runner.executors import make_executor
 from python_udfs.scan.model import load_scan_model
 from python_udfs.scan.provenance import DocumentIndex, scanned_windows
 from python_udfs.scan.runner import (
@@ -47,7 +48,8 @@ def model(dbt, session):
     scan_part_docs = dbt.config.get("scan_part_docs")
     scan_device = dbt.config.get("scan_device")
     scan_dtype = dbt.config.get("scan_dtype")
-    executor = none_if_blank(dbt.config.get("executor"))
+    executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
+                             dbt.config.get("ray_workers"))
 
     documents = dbt.ref("stg_lake__documents")
     assignments = dbt.ref("int_cluster_assignments")
