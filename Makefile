@@ -9,12 +9,18 @@ BIN := $(VENV)/bin
 CORPUS ?= warehouse/sample/sample_corpus.jsonl.gz## what `make ingest` reads: files, folders, globs or hf:NAME
 THREADS ?= 2## dbt threads
 VARS ?=## a YAML file of dbt vars (e.g. configs/pile.yml); empty: dbt_project.yml's defaults
+EXECUTOR ?=## where ingest and the build compute parts: local or ray (empty: the executor var, local)
+RAY_WORKERS ?=## executor ray: actors per step (empty: the ray_workers var, i.e. the machine's CPUs)
+RAY_ADDRESS ?=## executor ray: a cluster to join (empty: the ray_address var, i.e. a local Ray)
 # The warehouse file that review, report, shell and docs open. harlequin and dbt docs need the
 # path itself, so make resolves PILEHOUSE_DB here the way python_udfs.settings does.
 DB ?= $(or $(PILEHOUSE_DB),warehouse/pilehouse.duckdb)## the warehouse review, report, shell and docs open (PILEHOUSE_DB, else warehouse/pilehouse.duckdb)
 PORT ?= 8765## make review's port
 DOCS_PORT ?= 8080## make docs' port
-DBT_VARS := $(if $(VARS),--vars "$$(cat $(VARS))",)
+# one JSON object for dbt --vars: the VARS file, then EXECUTOR / RAY_* on top (python_udfs.settings.merged_vars)
+DBT_VARS := $(if $(VARS)$(EXECUTOR)$(RAY_WORKERS)$(RAY_ADDRESS),--vars "$$($(BIN)/python -m python_udfs.settings $(VARS) \
+  executor=$(EXECUTOR) ray_workers=$(RAY_WORKERS) ray_address=$(RAY_ADDRESS))",)
+INGEST_FLAGS := $(if $(EXECUTOR),--executor $(EXECUTOR))$(if $(RAY_WORKERS), --ray-workers $(RAY_WORKERS))$(if $(RAY_ADDRESS), --ray-address $(RAY_ADDRESS))
 DBT := cd $(CURDIR) && $(BIN)/dbt
 PILEHOUSE := $(BIN)/pilehouse
 export PILEHOUSE_THREADS := $(THREADS)
@@ -51,7 +57,7 @@ warehouse/sample/sample_corpus.jsonl.gz: | $(VENV)/.installed
 # Read a corpus into the lake (documents + rejected records). CORPUS may be files,
 # directories, globs or hf:NAME. Skipped when the same input is already ingested.
 ingest: $(VENV)/.installed $(if $(filter $(CORPUS),warehouse/sample/sample_corpus.jsonl.gz),sample-corpus) ## read CORPUS into the lake (documents + rejected records)
-	$(PILEHOUSE) ingest $(CORPUS)
+	$(PILEHOUSE) ingest $(CORPUS) $(INGEST_FLAGS)
 
 build: $(VENV)/.installed ## dbt build: embed, cluster, sample MiniPile, the n-gram catalog (VARS=file.yml)
 	$(DBT) build --threads $(THREADS) $(DBT_VARS)

@@ -113,3 +113,31 @@ def none_if_blank(value: object) -> str | None:
 def int_or_none(value: object) -> int | None:
     text = none_if_blank(value)
     return None if text is None else int(float(text))
+
+
+def merged_vars(vars_file: str | None, overrides: Mapping[str, str | None]) -> dict[str, Any]:
+    """A YAML vars file (or none) with ``overrides`` on top, blank overrides ignored: what
+    ``make build VARS=file.yml EXECUTOR=ray`` hands to ``dbt --vars`` as one JSON object."""
+    import yaml
+
+    merged: dict[str, Any] = {}
+    if vars_file:
+        loaded = yaml.safe_load(Path(vars_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{vars_file} must hold a mapping of dbt vars, not {type(loaded).__name__}")
+        merged.update(loaded)
+    unknown = sorted(set(overrides) - set(project_vars()))
+    if unknown:
+        raise KeyError(f"not dbt vars: {', '.join(unknown)}")
+    merged.update({key: value for key, value in overrides.items() if value not in (None, "")})
+    return merged
+
+
+if __name__ == "__main__":  # python -m python_udfs.settings [FILE] [key=value ...] -> JSON for dbt --vars
+    import json
+    import sys
+
+    args = sys.argv[1:]
+    given_file = args[0] if args and "=" not in args[0] else None
+    pairs = dict(arg.split("=", 1) for arg in args[1 if given_file else 0:])
+    print(json.dumps(merged_vars(given_file, pairs)))

@@ -12,9 +12,10 @@ stay, half-written ones never become part files.
   a local Ray with ``workers`` CPUs on this machine, without a dashboard unless
   ``dashboard`` is set (then on 127.0.0.1 only); it is shut down when the process exits.
   Ray's own gRPC ports (GCS, raylet, workers) listen on the node's address, as Ray requires,
-  behind Ray's token authentication (on by default since Ray 2.5x); logs stay in
-  /tmp/ray/session_*/logs and are forwarded to this process's stderr. Parts are files: on a cluster, the lake must be on a file system every node
-  mounts at the same path, and actors start in the driver's working directory.
+  behind Ray's token authentication (on by default in this Ray); logs stay in
+  /tmp/ray/session_*/logs and are forwarded to this process's stderr.
+- Parts are files: on a cluster, the lake must be on a file system every node mounts at
+  the same path; actors start in the driver's working directory.
 - ``workers`` (``ray_workers``): actors per step; empty = the cluster's CPUs (or GPUs for
   an accelerator step).
 - A worker that dies (killed, out of memory, a node lost) is restarted by Ray and its part
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 from collections.abc import Iterable, Iterator
 
 from python_udfs.runner.executors import EXECUTORS, PartFailed, PartResult, build_worker, compute_part
@@ -44,12 +46,15 @@ _FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "PILEHOUS
                   "PILEHOUSE_THREADS", "PYTHONHASHSEED")
 
 _started_here: dict[str, object] = {}  # the local Ray this process started: {"cpus": n}
+_lock = threading.Lock()  # dbt runs Python models on several threads: one ray.init at a time
 
 
 def _runtime_env() -> dict:
     env = {name: os.environ[name] for name in _FORWARDED_ENV if name in os.environ}
     pythonpath = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH", "")] if p)
     env["PYTHONPATH"] = pythonpath
+    # one progress bar per step, the driver's: no model-loading bars from every actor
+    env.update(TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
     return {"env_vars": env}
 
 
@@ -59,6 +64,11 @@ def ensure_ray(address: str | None = None, cpus: int | None = None, dashboard: b
     A local Ray this process started with a different CPU count is restarted; one started
     elsewhere in the process (``ray.init`` by the user) is used as it is.
     """
+    with _lock:
+        _ensure_ray(address, cpus, dashboard)
+
+
+def _ensure_ray(address: str | None, cpus: int | None, dashboard: bool) -> None:
     if ray.is_initialized():
         wanted = _started_here.get("cpus")
         if address or wanted is None or cpus is None or wanted == cpus:

@@ -84,7 +84,9 @@ def corpus(tmp_path_factory) -> Path:
 def build(tmp_path_factory, corpus: Path, name: str, threads: int, extra_vars: dict | None = None) -> dict:
     workdir = tmp_path_factory.mktemp(name)
     env = make_env(workdir)
-    run([sys.executable, "-m", "python_udfs.corpus", str(corpus)], env)
+    executor = (extra_vars or {}).get("executor", "local")
+    workers = ["--ray-workers", str(extra_vars["ray_workers"])] if executor == "ray" else []
+    run([sys.executable, "-m", "python_udfs.corpus", str(corpus), "--executor", executor, *workers], env)
     result = dbt(["build", "--threads", str(threads)], env, extra_vars=extra_vars)
     return {"env": env, "workdir": workdir, "log": result.stdout}
 
@@ -111,9 +113,10 @@ def build_one_thread(tmp_path_factory, corpus):
 
 @pytest.fixture(scope="module")
 def build_four_threads(tmp_path_factory, corpus, tiny_neox_checkpoint):
-    # this build also scores the top n-grams with a local checkpoint (the p_<model> columns)
-    return build(tmp_path_factory, corpus, "four_threads", 4,
-                 extra_vars={"ngram_models": [str(tiny_neox_checkpoint)]})
+    """The other build: 4 dbt threads, every part computed by the ray executor (a local Ray with
+    2 workers), and the top n-grams scored with a local checkpoint (the p_<model> columns)."""
+    return build(tmp_path_factory, corpus, "four_threads_ray", 4,
+                 extra_vars={"ngram_models": [str(tiny_neox_checkpoint)], "executor": "ray", "ray_workers": 2})
 
 
 def query(built: dict, sql: str) -> list[tuple]:
@@ -171,6 +174,27 @@ def test_thread_count_does_not_change_minipile(build_one_thread, build_four_thre
     assert query(build_one_thread, "select * from cluster_inspection order by cluster_id") == query(
         build_four_threads, "select * from cluster_inspection order by cluster_id"
     )
+
+
+def test_ray_executor_builds_the_same_tables_as_local(build_one_thread, build_four_threads):
+    """executor ray (2 local workers, 4 dbt threads) against local (1 thread): the same tables,
+    embeddings within 1e-6; and the parts really were computed on Ray."""
+    assert "[ray]" in build_four_threads["log"] and "[ray]" not in build_one_thread["log"]
+    for table, key in [("minipile", "doc_id"), ("cluster_assignments", "doc_id"), ("documents", "doc_id"),
+                       ("rejected_documents", "source_file, record_number"), ("document_tokens", "doc_id"),
+                       ("bigrams", "id0, id1"), ("trigrams", "id0, id1, id2"), ("cluster_centroids", "cluster_id")]:
+        sql = f"select * from {table} order by {key}"
+        local, on_ray = query(build_one_thread, sql), query(build_four_threads, sql)
+        assert local and local == on_ray, f"{table} differs between the local and the ray build"
+    attach = build_four_threads["env"]["PILEHOUSE_DB"]
+    with duckdb.connect(build_one_thread["env"]["PILEHOUSE_DB"], read_only=True) as con:
+        con.sql(f"attach '{attach}' as on_ray (read_only)")
+        n, worst = con.sql("""
+            select count(*), max(list_max(list_transform(list_zip(a.embedding, b.embedding),
+                                                         x -> abs(x[1] - x[2]))))
+            from document_embeddings a join on_ray.document_embeddings b using (doc_id)""").fetchall()[0]
+    assert n == query(build_one_thread, "select count(*) from documents")[0][0]
+    assert worst <= 1e-6, f"embeddings differ by {worst}"
 
 
 def test_rebuild_reuses_embeddings(build_one_thread):

@@ -80,7 +80,8 @@ def make_triple(**kwargs):
 
 
 def toy_step(out: Path, **kwargs) -> Step:
-    return Step(name="triple", out_dir=out, settings={"factor": 3}, make_worker=functools.partial(make_triple, **kwargs))
+    return Step(name="triple", out_dir=out, settings={"factor": 3},
+                make_worker=functools.partial(make_triple, **kwargs))
 
 
 def toy_parts(n: int = 40, size: int = 5):
