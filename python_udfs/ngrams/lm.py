@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +41,22 @@ def column_name(model: str) -> str:
     return "p_" + re.sub(r"[^0-9a-zA-Z]+", "_", tail).strip("_").lower()
 
 
+#: dbt runs top_bigrams and top_trigrams on two threads at once; transformers' lazy module
+#: is not safe to import from two threads at once ("cannot import name AutoModelForCausalLM").
+_LOAD_LOCK = threading.Lock()
+
+
 def load_causal_lm(model: str, device: str | None = None):
     import torch
-    from transformers import AutoModelForCausalLM
+
+    with _LOAD_LOCK:
+        from transformers import AutoModelForCausalLM
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     try:
-        lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        with _LOAD_LOCK:
+            lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
     except OSError as err:
         raise RuntimeError(
             f"cannot load causal LM {model!r}: a local checkpoint folder works offline, "

@@ -32,6 +32,7 @@ import atexit
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from python_udfs.runner.executors import EXECUTORS, PartFailed, PartResult, build_worker, compute_part
 from python_udfs.runner.step import Part, Step
@@ -78,7 +79,16 @@ def _ensure_ray(address: str | None, cpus: int | None, dashboard: bool) -> None:
     common = dict(runtime_env=_runtime_env(), log_to_driver=True, configure_logging=True,
                   logging_level="WARNING", ignore_reinit_error=True)
     if address:
-        ray.init(address=address, **common)
+        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+        if "RAY_AUTH_MODE" not in os.environ and token.exists():  # `ray start --head` made one
+            os.environ["RAY_AUTH_MODE"] = "token"
+        try:
+            ray.init(address=address, **common)
+        except ConnectionError as err:
+            raise ConnectionError(
+                f"cannot join the Ray cluster at ray_address={address!r}: is `ray start --head` running there, "
+                "and is its token here (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH, RAY_AUTH_MODE=token)? "
+                f"({err})") from err
         return
     cpus = cpus or os.cpu_count() or 1
     ray.init(num_cpus=cpus, include_dashboard=bool(dashboard), dashboard_host="127.0.0.1", **common)
@@ -125,7 +135,6 @@ class RayExecutor:
             raise ValueError(f"ray_workers must be at least 1, not {workers}")
         self.retries, self.in_flight, self.dashboard = int(retries), max(1, int(in_flight)), dashboard
         self.actors: list = []
-        self.step_ref = None
 
     # -- actors ---------------------------------------------------------------------------
     def _start_actors(self, step: Step) -> list:
@@ -139,9 +148,8 @@ class RayExecutor:
         else:
             count = self.workers or max(1, int(resources.get("CPU", 1)))
             options.update(num_cpus=1)
-        self.step_ref = ray.put(step)  # held here: a restarted actor re-reads it
-        cwd = os.getcwd()
-        self.actors = [PartActor.options(**options).remote(self.step_ref, cwd) for _ in range(count)]
+        cwd = os.getcwd()  # the step travels inline (small): a restarted actor gets it again
+        self.actors = [PartActor.options(**options).remote(step, cwd) for _ in range(count)]
         return self.actors
 
     def worker_pids(self) -> list[int]:
@@ -214,7 +222,6 @@ class RayExecutor:
             except Exception:  # already gone
                 pass
         self.actors = []
-        self.step_ref = None
 
 
 EXECUTORS["ray"] = RayExecutor

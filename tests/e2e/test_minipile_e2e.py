@@ -171,30 +171,41 @@ def test_thread_count_does_not_change_minipile(build_one_thread, build_four_thre
     one, four = query(build_one_thread, sql), query(build_four_threads, sql)
     assert len(one) == 200
     assert one == four
-    assert query(build_one_thread, "select * from cluster_inspection order by cluster_id") == query(
-        build_four_threads, "select * from cluster_inspection order by cluster_id"
-    )
+    # the other build runs on Ray, where torch has 1 thread: distances agree to 1e-6 (see below)
+    assert close_rows(query(build_one_thread, "select * from cluster_inspection order by cluster_id"),
+                      query(build_four_threads, "select * from cluster_inspection order by cluster_id"))
+
+
+def close_rows(a, b, tol: float = 1e-6) -> bool:
+    """Equal rows, floats within ``tol`` (embeddings move by ~1e-7 with torch's thread count)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tol
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(close_rows(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close_rows(a[k], b[k], tol) for k in a)
+    return a == b
 
 
 def test_ray_executor_builds_the_same_tables_as_local(build_one_thread, build_four_threads):
-    """executor ray (2 local workers, 4 dbt threads) against local (1 thread): the same tables,
-    embeddings within 1e-6; and the parts really were computed on Ray."""
+    """executor ray (2 local workers, 4 dbt threads) against local (1 thread): every id, split,
+    token and count identical; embeddings and the distances computed from them within 1e-6
+    (a Ray actor runs torch on 1 thread, local on all cores); the parts really ran on Ray."""
     assert "[ray]" in build_four_threads["log"] and "[ray]" not in build_one_thread["log"]
-    for table, key in [("minipile", "doc_id"), ("cluster_assignments", "doc_id"), ("documents", "doc_id"),
-                       ("rejected_documents", "source_file, record_number"), ("document_tokens", "doc_id"),
-                       ("bigrams", "id0, id1"), ("trigrams", "id0, id1, id2"), ("cluster_centroids", "cluster_id")]:
-        sql = f"select * from {table} order by {key}"
+    exact = [("minipile", "doc_id, split, cluster_id, source, text, shuffle_position", "doc_id"),
+             ("cluster_assignments", "doc_id, cluster_id", "doc_id"), ("documents", "*", "doc_id"),
+             ("rejected_documents", "*", "source_file, record_number"), ("document_tokens", "*", "doc_id"),
+             ("bigrams", "*", "id0, id1"), ("trigrams", "*", "id0, id1, id2")]
+    for table, columns, key in exact:
+        sql = f"select {columns} from {table} order by {key}"
         local, on_ray = query(build_one_thread, sql), query(build_four_threads, sql)
         assert local and local == on_ray, f"{table} differs between the local and the ray build"
-    attach = build_four_threads["env"]["PILEHOUSE_DB"]
-    with duckdb.connect(build_one_thread["env"]["PILEHOUSE_DB"], read_only=True) as con:
-        con.sql(f"attach '{attach}' as on_ray (read_only)")
-        n, worst = con.sql("""
-            select count(*), max(list_max(list_transform(list_zip(a.embedding, b.embedding),
-                                                         x -> abs(x[1] - x[2]))))
-            from document_embeddings a join on_ray.document_embeddings b using (doc_id)""").fetchall()[0]
-    assert n == query(build_one_thread, "select count(*) from documents")[0][0]
-    assert worst <= 1e-6, f"embeddings differ by {worst}"
+    for table, key in [("minipile", "doc_id"), ("cluster_assignments", "doc_id"),
+                       ("document_embeddings", "doc_id"), ("cluster_centroids", "cluster_id"),
+                       ("cluster_inspection", "cluster_id")]:
+        sql = f"select * from {table} order by {key}"
+        local, on_ray = query(build_one_thread, sql), query(build_four_threads, sql)
+        assert local and close_rows(local, on_ray), f"{table} differs by more than 1e-6 between the builds"
 
 
 def test_rebuild_reuses_embeddings(build_one_thread):

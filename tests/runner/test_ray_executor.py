@@ -176,3 +176,47 @@ def test_a_local_ray_serves_no_dashboard_and_requires_its_token() -> None:
     info = ray._private.worker.global_worker.node.address_info
     assert not info.get("webui_url"), f"a dashboard is being served at {info.get('webui_url')}"
     assert os.environ.get("RAY_AUTH_MODE", "token") != "disabled"
+
+
+@pytest.mark.slow
+def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
+    """`ray start --head` (a cluster of one node, in its own temp dir), then ray_address joins it."""
+    import socket
+    import subprocess
+    import time
+
+    shutdown()  # this module's local Ray
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray_bin = Path(sys.executable).parent / "ray"
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", "--disable-usage-stats"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = (
+        "import sys, pyarrow as pa\n"
+        "from pathlib import Path\n"
+        "from python_udfs.ngrams.counts import tokenize_to_parts\n"
+        "from python_udfs.runner.executors import make_executor\n"
+        "import ray\n"
+        "b = [pa.RecordBatch.from_pydict({'doc_id': pa.array(range(i, i + 5), pa.int64()),"
+        " 'text': [f'hello {j}' for j in range(5)]}) for i in range(0, 20, 5)]\n"
+        "s = tokenize_to_parts(b, Path(sys.argv[2]), part_size=5, progress=False,"
+        " executor=make_executor('ray', sys.argv[1], None))\n"
+        "print(s.summary(), ray.get_runtime_context().gcs_address)\n"
+    )
+    try:
+        deadline, result = time.time() + 120, None
+        while time.time() < deadline:
+            result = subprocess.run([sys.executable, "-c", script, f"127.0.0.1:{port}", str(tmp_path / "out")],
+                                    env=env, capture_output=True, text=True, timeout=180)
+            if result.returncode == 0 or head.poll() is not None:
+                break
+            time.sleep(3)  # the head may still be starting
+        assert result is not None and result.returncode == 0, result.stderr[-3000:]
+        assert "4 computed" in result.stdout and "[ray]" in result.stdout and f":{port}" in result.stdout
+        assert len(list((tmp_path / "out").glob("part-*.parquet"))) == 4
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
