@@ -115,6 +115,19 @@ def int_or_none(value: object) -> int | None:
     return None if text is None else int(float(text))
 
 
+def true_or_false(value: object) -> bool:
+    """A boolean var as dbt renders it into YAML config ('True', 'false', '1', ''): blank is
+    False; anything but a yes or a no is an error rather than a silent False."""
+    if isinstance(value, bool):
+        return value
+    text = (none_if_blank(value) or "false").lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, not {value!r}")
+
+
 def merged_vars(vars_file: str | None, overrides: Mapping[str, str | None]) -> dict[str, Any]:
     """A YAML vars file (or none) with ``overrides`` on top, blank overrides ignored: what
     ``make build VARS=file.yml EXECUTOR=ray`` hands to ``dbt --vars`` as one JSON object."""

@@ -23,7 +23,7 @@ from python_udfs.clustering.embed import EmbedConfig
 from python_udfs.clustering.kmeans import KMeansConfig
 from python_udfs.corpus.readers import CorpusConfig
 from python_udfs.scan.runner import ScanSettings
-from python_udfs.settings import int_or_none, none_if_blank
+from python_udfs.settings import int_or_none, none_if_blank, true_or_false
 from trainers.presets import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,8 @@ DBT = Path(sys.executable).parent / "dbt"
 MIRRORS: list[tuple[type, str, str]] = [
     *[(EmbedConfig, field, f"embedding_{field}")
       for field in ("model", "max_tokens", "prefix", "batch_size", "part_size", "device", "dtype")],
-    *[(KMeansConfig, field, f"kmeans_{field}") for field in ("batch_size", "n_init", "max_epochs", "tol")],
+    *[(KMeansConfig, field, f"kmeans_{field}")
+      for field in ("batch_size", "n_init", "max_epochs", "tol", "fit_fraction")],
     (KMeansConfig, "seed", "seed"),
     *[(ScanSettings, field, f"scan_{field}")
       for field in ("seq_len", "min_p_long", "min_js", "max_tokens", "batch_size", "part_docs")],
@@ -261,3 +262,37 @@ def test_int_or_none_parses(value: object, expected: int) -> None:
 def test_int_or_none_rejects_garbage(value: str) -> None:
     with pytest.raises(ValueError):
         int_or_none(value)
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, True), (False, False), ("True", True), ("False", False), ("true", True), (" false ", False),
+    ("1", True), ("0", False), ("yes", True), ("no", False), (None, False), ("", False), ("None", False),
+])
+def test_true_or_false_parses(value: object, expected: bool) -> None:
+    assert true_or_false(value) is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "t rue"])
+def test_true_or_false_rejects_garbage(value: str) -> None:
+    with pytest.raises(ValueError, match="expected true or false"):
+        true_or_false(value)
+
+
+def test_make_merges_a_vars_file_with_executor_overrides(tmp_path):
+    """`make build VARS=f.yml EXECUTOR=ray RAY_WORKERS=2` hands dbt one JSON object."""
+    import json
+    import subprocess
+    import sys
+
+    from python_udfs.settings import merged_vars
+
+    vars_file = tmp_path / "v.yml"
+    vars_file.write_text("seed: 7\nexecutor: local\n")
+    assert merged_vars(str(vars_file), {"executor": "ray", "ray_workers": "2", "ray_address": ""}) == \
+        {"seed": 7, "executor": "ray", "ray_workers": "2"}
+    assert merged_vars(None, {"executor": ""}) == {}
+    with pytest.raises(KeyError, match="not dbt vars: executer"):
+        merged_vars(None, {"executer": "ray"})
+    out = subprocess.run([sys.executable, "-m", "python_udfs.settings", str(vars_file), "executor=ray"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"seed": 7, "executor": "ray"}

@@ -13,7 +13,7 @@ import functools
 import importlib.util
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from python_udfs.runner.executors import Executor
 from python_udfs.runner.run import RunStats, run_step
-from python_udfs.runner.step import Step, Worker, split_rows
+from python_udfs.runner.step import Part, Step, Worker, split_rows
 from python_udfs.settings import default, embedding_slug
 
 
@@ -152,11 +152,17 @@ def embed_to_parts(
     progress: bool = True,
     model=None,
     executor: str | Executor | None = None,
+    watch: Callable[[Iterable[Part], Step], Iterable[Part]] | None = None,
 ) -> RunStats:
     """Embed documents into ``out_dir/part-*.parquet``; returns the parts computed and reused.
 
     ``batches`` yields record batches with ``doc_id`` and ``text``, ordered by ``doc_id``.
-    The model is loaded only if some part needs embedding.
+    The model is loaded only if some part needs embedding. ``watch(parts, step)``, when
+    given, sees every part on its way to the runner (``kmeans.FitBeside.watch``: the k-means
+    fit that consumes the parts as they land) and must pass them on unchanged.
     """
+    step = embed_step(config, out_dir, model)
     parts = split_rows(batches, config.part_size, columns=["doc_id", "text"])
-    return run_step(embed_step(config, out_dir, model), parts, executor=executor, total=total, progress=progress)
+    if watch is not None:
+        parts = watch(parts, step)
+    return run_step(step, parts, executor=executor, total=total, progress=progress)

@@ -6,6 +6,24 @@ centroids are re-normalised so that the clustering is by cosine similarity, as i
 candidates are drawn here on the first batch and the one with the lowest inertia is kept,
 as ``MiniBatchKMeans.fit`` does.
 
+The fit is ONE sequential stream: every mini-batch step starts from the centroids the step
+before left, so it is never split over threads, parts or executors (only the embedding and
+the assignment are). What can change is which embeddings the stream holds and in what order:
+
+- ``kmeans_fit_fraction`` (``KMeansConfig.fit_fraction``): fit on a seeded sample, the
+  documents whose ``md5('kmeans-fit:<seed>:<doc_id>')`` falls below the fraction
+  (``fit_sample_predicate``). It depends on the doc_id and the seed alone, so the same
+  documents are drawn whatever the part layout, the threads or the executor, and a larger
+  fraction draws a superset of a smaller one. Assignment still assigns every document.
+- hash order (the default, ``hash_order_stream``): mini-batches drawn in the seeded
+  ``md5('kmeans:<seed>:<doc_id>')`` order over all embeddings, so that a corpus stored source
+  by source still gives mixed batches.
+- part order (``kmeans_concurrent``, ``FitBeside`` and ``part_order_centroids``): embedding
+  part 0, 1, 2, ... with rows in doc_id order within a part, so the first epoch can run
+  beside the embedding, consuming each part as it lands. Its centroids depend only on the
+  parts' contents and their order (never on when a part landed, or on the executor), and
+  differ from the hash-order fit's.
+
 Assignment is one runner step over the embedding parts: a part is one embedding file
 (read where it is computed), its content digest is that file's fingerprint and the
 centroids' digest is in the settings, so new centroids reassign everything and a new
@@ -16,7 +34,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +51,7 @@ import pyarrow.parquet as pq
 from python_udfs.runner.executors import Executor
 from python_udfs.runner.run import RunStats, run_step
 from python_udfs.runner.step import Part, Step, Worker
-from python_udfs.settings import default
+from python_udfs.settings import default, int_or_none
 
 
 @dataclass
@@ -44,6 +64,8 @@ class KMeansConfig:
     seed: random state for initialisation and sklearn's reassignment.
     max_epochs: passes over the stream at most.
     tol: stop once no centroid moved more than this (L2) over a whole epoch.
+    fit_fraction: share of the embeddings the fit uses, in (0, 1]: 1.0 (the default) fits on
+        all of them; 0.1 on the seeded tenth ``fit_sample_predicate`` picks.
     """
 
     n_clusters: int
@@ -52,6 +74,41 @@ class KMeansConfig:
     seed: int = default("seed")
     max_epochs: int = default("kmeans_max_epochs")
     tol: float = default("kmeans_tol")
+    fit_fraction: float = default("kmeans_fit_fraction")
+
+    def __post_init__(self) -> None:
+        self.fit_fraction = check_fit_fraction(self.fit_fraction)
+
+
+def check_fit_fraction(value: object) -> float:
+    """``kmeans_fit_fraction`` as a float in (0, 1], or a ValueError saying what is allowed."""
+    try:
+        fraction = float(value)
+    except (TypeError, ValueError):
+        fraction = float("nan")
+    if not 0.0 < fraction <= 1.0:  # NaN fails too
+        raise ValueError(f"kmeans_fit_fraction must be a number in (0, 1] (1.0 fits on every embedding, "
+                         f"0.1 on a seeded tenth of them), not {value!r}")
+    return fraction
+
+
+def config_from_vars(values: dict, n_sources: int) -> KMeansConfig:
+    """The k-means settings from the dbt vars a model read (``n_clusters``, ``clusters_per_source``,
+    ``seed``, ``kmeans_*``): k is ``n_clusters`` when set, else ``clusters_per_source`` x sources.
+
+    Both ``int_kmeans_centroids`` and ``int_documents_embedded`` (which fits beside the
+    embedding when ``kmeans_concurrent`` is on) build their settings here, so they agree.
+    """
+    k = int_or_none(values["n_clusters"]) or int(values["clusters_per_source"]) * int(n_sources)
+    return KMeansConfig(
+        n_clusters=k,
+        batch_size=int(values["kmeans_batch_size"]),
+        n_init=int(values["kmeans_n_init"]),
+        seed=int(values["seed"]),
+        max_epochs=int(values["kmeans_max_epochs"]),
+        tol=float(values["kmeans_tol"]),
+        fit_fraction=check_fit_fraction(values["kmeans_fit_fraction"]),
+    )
 
 
 def batch_to_numpy(batch: pa.RecordBatch, column: str = "embedding") -> np.ndarray:
@@ -111,10 +168,15 @@ def fit(
     stream: Callable[[], Iterable[np.ndarray]],
     config: KMeansConfig,
     progress: bool = True,
+    desc: str = "k-means",
 ) -> tuple[np.ndarray, dict]:
     """Fit on a re-playable stream of embedding matrices; returns (centroids, fit info).
 
-    ``stream()`` is called once per epoch and must yield the same rows in the same order.
+    ``stream()`` is called once per epoch and must yield the same rows in the same order; it
+    may block (``FitBeside``'s first epoch waits for each embedding part to land). The rows
+    are cut into mini-batches of exactly ``batch_size`` whatever the chunks, so the result
+    depends on the rows and their order only. ``info["n_docs"]`` is the embeddings per epoch
+    (the ``n_fit`` column).
     """
     from sklearn.cluster import MiniBatchKMeans
 
@@ -122,10 +184,11 @@ def fit(
     info = {"epochs": 0, "steps": 0, "n_docs": 0, "last_shift": None}
     epochs = range(config.max_epochs)
     shown = time.monotonic()
+    sampled = "" if config.fit_fraction >= 1.0 else f" (kmeans_fit_fraction {config.fit_fraction:g} kept them)"
     if progress:
         from tqdm import tqdm
 
-        epochs = tqdm(epochs, desc=f"k-means k={config.n_clusters}", unit="epoch", file=sys.stderr)
+        epochs = tqdm(epochs, desc=f"{desc} k={config.n_clusters}", unit="epoch", file=sys.stderr)
     for epoch in epochs:
         before = None if km is None else km.cluster_centers_.copy()
         n_docs = 0
@@ -135,8 +198,8 @@ def fit(
                 if len(x) < config.n_clusters:
                     raise ValueError(
                         f"cannot form {config.n_clusters} clusters from a first batch of "
-                        f"{len(x)} embeddings: lower n_clusters/clusters_per_source or embed "
-                        "more documents"
+                        f"{len(x)} embeddings{sampled}: lower n_clusters/clusters_per_source, "
+                        + ("raise kmeans_fit_fraction " if sampled else "") + "or embed more documents"
                     )
                 km = MiniBatchKMeans(
                     n_clusters=config.n_clusters, init=best_init(x, config), n_init=1,
@@ -154,7 +217,8 @@ def fit(
                 epochs.set_postfix(batches=info["steps"], docs=n_docs,
                                    shift="-" if shift is None else f"{shift:.2e}")
         if km is None:
-            raise ValueError("no embeddings to cluster")
+            raise ValueError(f"no embeddings to cluster{sampled}"
+                             + (": raise kmeans_fit_fraction" if sampled else ""))
         info["epochs"], info["n_docs"] = epoch + 1, n_docs
         if before is not None:
             shift = float(np.max(np.linalg.norm(km.cluster_centers_ - before, axis=1)))
@@ -219,3 +283,302 @@ def assign_to_parts(
                 make_worker=functools.partial(make_assigner, np.asarray(centroids, dtype=np.float32)), unit="doc")
     total = int(pc.sum(embedding_manifest.column("n_rows")).as_py() or 0)
     return run_step(step, embedding_parts(embedding_manifest), executor=executor, total=total, progress=progress)
+
+
+# --- what the fit streams: a seeded sample, in hash order or in part order -----------------
+
+#: The salt of the fit sample's hash; the hash order uses ``kmeans:`` so the two are independent.
+FIT_SAMPLE_SALT = "kmeans-fit"
+
+
+def fit_sample_predicate(seed: int, fraction: float, column: str = "doc_id") -> str | None:
+    """SQL keeping the seeded ``fraction`` of rows the fit uses; None (keep every row) at 1.0.
+
+    A row is kept when the first 32 bits of ``md5('kmeans-fit:<seed>:<doc_id>')`` are below
+    ``fraction * 2**32``: a function of the doc_id and the seed alone, so the sample is the
+    same whatever the part layout, the thread count, the executor or the order rows are
+    read in, and both fit orders draw the same documents. One SQL text serves both (DuckDB
+    evaluates it over the view and over single part files), so they cannot drift apart.
+    """
+    fraction = check_fit_fraction(fraction)
+    if fraction >= 1.0:
+        return None
+    threshold = int(fraction * 2**32)
+    return f"('0x' || left(md5('{FIT_SAMPLE_SALT}:{int(seed)}:' || {column}::varchar), 8))::ubigint < {threshold}"
+
+
+def hash_order_stream(embeddings, config: KMeansConfig) -> Callable[[], Iterator[np.ndarray]]:
+    """The default fit's stream: the sampled embeddings of a DuckDB relation (``doc_id``,
+    ``embedding``) in the seeded ``md5('kmeans:<seed>:' || doc_id)`` order.
+
+    Mini-batches are drawn in a seeded hash order, not doc_id order: a corpus stored source
+    by source would otherwise give every batch a single source. At ``fit_fraction`` 1.0 the
+    query is the one this model always ran, so its centroids are unchanged.
+    """
+    where = fit_sample_predicate(config.seed, config.fit_fraction)
+    if where is not None:
+        embeddings = embeddings.filter(where)
+    shuffled = embeddings.select(
+        f"embedding, md5('kmeans:{int(config.seed)}:' || doc_id::varchar) as batch_key"
+    ).order("batch_key")
+
+    def stream() -> Iterator[np.ndarray]:
+        for batch in shuffled.fetch_record_batch(config.batch_size):
+            yield batch_to_numpy(batch)
+
+    return stream
+
+
+_readers = threading.local()
+
+
+def _reader():
+    """This thread's own in-memory DuckDB connection (the fit beside the embedding runs beside
+    dbt's connection, in another thread); opening one per part costs more than reading it."""
+    if getattr(_readers, "con", None) is None:
+        import duckdb
+
+        _readers.con = duckdb.connect()
+    return _readers.con
+
+
+def read_part_for_fit(path: Path | str, config: KMeansConfig) -> np.ndarray:
+    """One embedding part's sampled vectors, in doc_id order: what the part-order fit feeds in."""
+    where = fit_sample_predicate(config.seed, config.fit_fraction)
+    query = (f"select embedding from read_parquet($path) {'where ' + where if where else ''} "
+             "order by doc_id")
+    return batch_to_numpy(_reader().sql(query, params={"path": str(path)}).to_arrow_table())
+
+
+def part_order_stream(paths: Iterable[Path | str], config: KMeansConfig) -> Callable[[], Iterator[np.ndarray]]:
+    """The part-order fit's stream over finished parts: part 0, 1, 2, ..., rows in doc_id order."""
+    paths = list(paths)
+
+    def stream() -> Iterator[np.ndarray]:
+        for path in paths:
+            x = read_part_for_fit(path, config)
+            if len(x):  # a part the sample left empty
+                yield x
+
+    return stream
+
+
+CENTROIDS_SCHEMA = pa.schema([("cluster_id", pa.int32()), ("centroid", pa.list_(pa.float32())),
+                              ("epochs", pa.int32()), ("steps", pa.int32()), ("n_fit", pa.int64())])
+
+
+def centroids_table(centroids: np.ndarray, info: dict) -> pa.Table:
+    """``int_kmeans_centroids``' rows: one per cluster, the fit's epochs, steps and embeddings
+    per epoch (``n_fit``) repeated on each."""
+    k = len(centroids)
+    return pa.table([
+        pa.array(range(k), pa.int32()),
+        pa.array(np.asarray(centroids, dtype=np.float32).tolist(), pa.list_(pa.float32())),
+        pa.array([info["epochs"]] * k, pa.int32()),
+        pa.array([info["steps"]] * k, pa.int32()),
+        pa.array([info["n_docs"]] * k, pa.int64()),
+    ], schema=CENTROIDS_SCHEMA)
+
+
+# --- the part-order fit: beside the embedding, or by int_kmeans_centroids ------------------
+
+#: The part-order fit's result, in the embedding parts' folder (``part-*`` globs never match it).
+PART_ORDER_FILE = "kmeans-part-order.parquet"
+
+
+def part_order_path(embeddings_dir: Path | str) -> Path:
+    return Path(embeddings_dir) / PART_ORDER_FILE
+
+
+def part_order_stamp(fingerprints: Iterable[str], config: KMeansConfig) -> str:
+    """What the part-order centroids depend on: every embedding part's fingerprint, in part
+    order, and every k-means setting. A part re-embedded, added or dropped, or any setting
+    changed, makes the stored centroids stale."""
+    from dataclasses import asdict
+
+    digest = hashlib.sha1(b"kmeans-part-order:v1|")
+    digest.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
+    for fingerprint in fingerprints:
+        digest.update(b"|" + str(fingerprint).encode())
+    return digest.hexdigest()
+
+
+def part_order_centroids(manifest: pa.Table, config: KMeansConfig, progress: bool = True) -> tuple[pa.Table, str]:
+    """The part-order centroids for the embedding parts of ``manifest`` (int_documents_embedded:
+    part_index, path, fingerprint); returns (table, "reused" or "fitted").
+
+    The file ``FitBeside`` left is used when its stamp matches these parts and settings;
+    otherwise (missing, stale, or a fit that failed beside the embedding) the same fit runs
+    here over the finished parts, in the same order, and gives the same centroids, and the
+    file is written so the next build reuses it.
+    """
+    from python_udfs.runner.parts import existing_fingerprint, write_atomic
+
+    rows = manifest.sort_by("part_index").to_pylist()
+    if not rows:
+        raise ValueError("no embeddings to cluster: int_documents_embedded lists no parts")
+    paths = [row["path"] for row in rows]
+    target = part_order_path(Path(paths[0]).parent)
+    stamp = part_order_stamp([row["fingerprint"] for row in rows], config)
+    if existing_fingerprint(target) == stamp:
+        return pq.read_table(target).replace_schema_metadata(None), "reused"
+    centroids, info = fit(part_order_stream(paths, config), config, progress=progress, desc="k-means (part order)")
+    table = centroids_table(centroids, info)
+    write_atomic(table, target, stamp)
+    return table, "fitted"
+
+
+class _Stopped(Exception):
+    """Ends the fit beside the embedding early (the embedding failed, or the fit is not needed)."""
+
+
+class FitBeside:
+    """The part-order k-means fit, in a background thread, while the runner embeds.
+
+    ``int_documents_embedded`` uses it when ``kmeans_concurrent`` is on::
+
+        with FitBeside(config, out_dir) as beside:
+            stats = embed_to_parts(..., watch=beside.watch)
+            beside.finish(stats.fingerprints)
+
+    ``watch`` passes the runner's parts through, noting the fingerprint each part's file will
+    carry. The thread's first epoch takes part 0, 1, 2, ... in turn, each once its file exists
+    with that fingerprint (reused parts at once, new ones when the executor writes them, in
+    any order: it polls every ``poll_s`` seconds), rows in doc_id order within a part, the
+    ``fit_fraction`` sample applied. Later epochs read the same parts in the same order after
+    the embedding ends; ``finish`` waits for them and writes the centroids atomically to
+    ``kmeans-part-order.parquet`` beside the parts, stamped with ``part_order_stamp``.
+
+    It is still one sequential fit: only its first epoch overlaps the embedding. Its
+    centroids depend only on the parts' contents and order, never on when they landed or on
+    the executor, so ``part_order_centroids`` reproduces them exactly from the finished parts;
+    they differ from the default hash-order fit's (different batches). A fit that fails here
+    (too few embeddings for k, say) is reported and leaves no file: the embedding's parts are
+    kept and ``int_kmeans_centroids`` fits again, raising the error where it belongs.
+    """
+
+    def __init__(self, config: KMeansConfig, out_dir: Path | str, poll_s: float = 1.0,
+                 progress: bool = True) -> None:
+        self.config, self.out_dir, self.poll_s, self.progress = config, Path(out_dir), poll_s, progress
+        self.path = part_order_path(self.out_dir)
+        self._cond = threading.Condition()
+        self._expected: list[tuple[Path, str]] = []  # (part file, fingerprint it will carry), in part order
+        self._all_known = False  # the runner has handed over every part
+        self._embedded = False  # run_step returned: every part is on disk
+        self._stop: str | None = None
+        self._result: tuple[np.ndarray, dict] | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kmeans-beside-embedding", daemon=True)
+
+    def __enter__(self) -> FitBeside:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self._thread.is_alive():  # the embedding raised (or finish was never called): stop
+            self._stop_with("the embedding did not finish" if kind else "finish() was not called")
+            self._thread.join()
+
+    # --- the runner's side --------------------------------------------------------------------
+
+    def watch(self, parts: Iterable[Part], step: Step) -> Iterator[Part]:
+        """``parts`` unchanged, noting each part's output file and fingerprint for the fit."""
+        for part in parts:
+            with self._cond:
+                self._expected.append((step.part_path(part.index), part.fingerprint(step)))
+                self._cond.notify_all()
+            yield part
+        with self._cond:
+            self._all_known = True
+            self._cond.notify_all()
+
+    def finish(self, fingerprints: list[str]) -> str:
+        """After the embedding: wait for the fit and store it; returns what happened
+        ("fitted", "reused": the stored fit already matched, so the thread was stopped, or
+        "failed": reported, no file)."""
+        from python_udfs.runner.parts import existing_fingerprint, write_atomic
+
+        stamp = part_order_stamp(fingerprints, self.config)
+        if existing_fingerprint(self.path) == stamp:  # nothing changed since the last build
+            self._stop_with("the stored part-order fit is up to date")
+            self._thread.join()
+            return "reused"
+        with self._cond:
+            self._embedded = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self.error is None and self._result is None:
+            self.error = RuntimeError(f"the fit stopped early: {self._stop}")
+        if self.error is None and [fp for _, fp in self._expected] != list(fingerprints):
+            self.error = RuntimeError("the parts the fit read are not the parts the embedding reports")
+        if self.error is not None:
+            print(f"k-means beside embedding failed, int_kmeans_centroids will fit itself: "
+                  f"{type(self.error).__name__}: {self.error}", file=sys.stderr)
+            return "failed"
+        centroids, info = self._result
+        write_atomic(centroids_table(centroids, info), self.path, stamp)
+        return "fitted"
+
+    # --- the fit's side ---------------------------------------------------------------------
+
+    def _stop_with(self, reason: str) -> None:
+        with self._cond:
+            self._stop = reason
+            self._cond.notify_all()
+
+    def _check(self) -> None:
+        if self._stop is not None:
+            raise _Stopped(self._stop)
+
+    def _landed(self) -> Iterator[np.ndarray]:
+        """The first epoch: each part in part order, once it is on disk with its final fingerprint."""
+        from python_udfs.runner.parts import existing_fingerprint
+
+        index = 0
+        while True:
+            with self._cond:
+                while index >= len(self._expected) and not self._all_known and self._stop is None:
+                    self._cond.wait(self.poll_s)
+                self._check()
+                if index >= len(self._expected):
+                    return
+                path, fingerprint = self._expected[index]
+            while True:
+                with self._cond:
+                    self._check()
+                    embedded = self._embedded  # read before the file: a part cannot land after it
+                if existing_fingerprint(path) == fingerprint:
+                    break
+                if embedded:
+                    raise RuntimeError(f"the embedding finished, but {path} does not carry fingerprint {fingerprint}")
+                with self._cond:
+                    if self._stop is None and not self._embedded:
+                        self._cond.wait(self.poll_s)
+            x = read_part_for_fit(path, self.config)
+            if len(x):
+                yield x
+            index += 1
+
+    def _stream(self) -> Callable[[], Iterator[np.ndarray]]:
+        epochs = 0
+
+        def stream() -> Iterator[np.ndarray]:
+            nonlocal epochs
+            epochs += 1
+            if epochs == 1:
+                yield from self._landed()
+                return
+            for x in part_order_stream([path for path, _ in self._expected], self.config)():
+                self._check()
+                yield x
+
+        return stream
+
+    def _run(self) -> None:
+        try:
+            self._result = fit(self._stream(), self.config, progress=self.progress,
+                               desc="k-means (beside embedding)")
+        except _Stopped:
+            pass
+        except BaseException as err:  # reported by finish: the embedding goes on regardless
+            self.error = err

@@ -1,43 +1,45 @@
-"""One row per cluster: spherical mini-batch k-means centroids fitted on the embeddings."""
+"""One row per cluster: spherical mini-batch k-means centroids fitted on the embeddings.
 
-import pyarrow as pa
+One sequential fit either way (python_udfs/clustering/kmeans.py): by default over the
+(sampled) embeddings in a seeded hash order; with kmeans_concurrent, in embedding-part
+order, reusing the fit int_documents_embedded ran beside the embedding when it matches the
+parts and settings, and otherwise running the same part-order fit here (same centroids).
+"""
 
-from python_udfs.clustering.kmeans import KMeansConfig, batch_to_numpy, fit
-from python_udfs.settings import int_or_none
+from python_udfs.clustering.kmeans import (
+    centroids_table,
+    config_from_vars,
+    fit,
+    hash_order_stream,
+    part_order_centroids,
+)
+from python_udfs.settings import true_or_false
 
 
 def model(dbt, session):
     dbt.config(materialized="table")
     embeddings = dbt.ref("int_document_embeddings")
+    embedded = dbt.ref("int_documents_embedded")
     n_sources = dbt.ref("stg_lake__documents").aggregate("count(distinct source)").fetchall()[0][0]
-    k = int_or_none(dbt.config.get("n_clusters")) or (
-        int(dbt.config.get("clusters_per_source")) * n_sources
-    )
-    seed = int(dbt.config.get("seed"))
-    config = KMeansConfig(
-        n_clusters=k,
-        batch_size=int(dbt.config.get("kmeans_batch_size")),
-        n_init=int(dbt.config.get("kmeans_n_init")),
-        seed=seed,
-        max_epochs=int(dbt.config.get("kmeans_max_epochs")),
-        tol=float(dbt.config.get("kmeans_tol")),
-    )
-    # mini-batches are drawn in a seeded hash order, not doc_id order: a corpus stored
-    # source by source would otherwise give every batch a single source
-    shuffled = embeddings.select(
-        f"embedding, md5('kmeans:{seed}:' || doc_id::varchar) as batch_key"
-    ).order("batch_key")
+    # vars are read with direct dbt.config.get calls: wrapped calls come back as None
+    config = config_from_vars({
+        "n_clusters": dbt.config.get("n_clusters"),
+        "clusters_per_source": dbt.config.get("clusters_per_source"),
+        "seed": dbt.config.get("seed"),
+        "kmeans_batch_size": dbt.config.get("kmeans_batch_size"),
+        "kmeans_n_init": dbt.config.get("kmeans_n_init"),
+        "kmeans_max_epochs": dbt.config.get("kmeans_max_epochs"),
+        "kmeans_tol": dbt.config.get("kmeans_tol"),
+        "kmeans_fit_fraction": dbt.config.get("kmeans_fit_fraction"),
+    }, n_sources)
 
-    def stream():
-        for batch in shuffled.fetch_record_batch(config.batch_size):
-            yield batch_to_numpy(batch)
-
-    centroids, info = fit(stream, config)
-    print(f"k-means: k={k}, {info['epochs']} epochs, {info['steps']} steps, "
-          f"last centroid shift {info['last_shift']}")
-    return pa.table({
-        "cluster_id": pa.array(range(k), pa.int32()),
-        "centroid": pa.array(centroids.tolist(), pa.list_(pa.float32())),
-        "epochs": pa.array([info["epochs"]] * k, pa.int32()),
-        "steps": pa.array([info["steps"]] * k, pa.int32()),
-    })
+    if true_or_false(dbt.config.get("kmeans_concurrent")):
+        table, how = part_order_centroids(embedded.order("part_index").arrow().read_all(), config)
+        order = f"part order, {how}"
+    else:
+        centroids, info = fit(hash_order_stream(embeddings, config), config)
+        table, order = centroids_table(centroids, info), "hash order"
+    row = table.slice(0, 1).to_pylist()[0]
+    print(f"k-means ({order}): k={config.n_clusters}, fit on {row['n_fit']} embeddings "
+          f"(kmeans_fit_fraction {config.fit_fraction:g}), {row['epochs']} epochs, {row['steps']} steps")
+    return table
