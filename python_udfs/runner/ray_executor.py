@@ -32,7 +32,6 @@ import atexit
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 from python_udfs.runner.executors import EXECUTORS, PartFailed, PartResult, build_worker, compute_part
 from python_udfs.runner.step import Part, Step
@@ -79,9 +78,14 @@ def _ensure_ray(address: str | None, cpus: int | None, dashboard: bool) -> None:
     common = dict(runtime_env=_runtime_env(), log_to_driver=True, configure_logging=True,
                   logging_level="WARNING", ignore_reinit_error=True)
     if address:
-        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
-        if "RAY_AUTH_MODE" not in os.environ and token.exists():  # `ray start --head` made one
-            os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # `ray start --head` made a token (~/.ray/auth_token): use it, as `ray` commands do
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+        except ImportError:  # another Ray version: RAY_AUTH_MODE=token does the same
+            pass
         try:
             ray.init(address=address, **common)
         except ConnectionError as err:
