@@ -190,7 +190,10 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray_bin = Path(sys.executable).parent / "ray"
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
+    import tempfile
+
+    # a short temp dir of its own: Ray's unix sockets live under it (a 107-byte path limit)
+    env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="rayhead", dir="/tmp")}
     head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--include-dashboard=false", "--disable-usage-stats"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -210,7 +213,7 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
         deadline, result = time.time() + 120, None
         while time.time() < deadline:
             result = subprocess.run([sys.executable, "-c", script, f"127.0.0.1:{port}", str(tmp_path / "out")],
-                                    env=env, capture_output=True, text=True, timeout=180)
+                                    env=env, capture_output=True, text=True, timeout=240)
             if result.returncode == 0 or head.poll() is not None:
                 break
             time.sleep(3)  # the head may still be starting
@@ -220,3 +223,6 @@ def test_joins_a_cluster_started_with_ray_start_head(tmp_path: Path) -> None:
     finally:
         head.terminate()
         head.wait(timeout=60)
+        import shutil
+
+        shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
