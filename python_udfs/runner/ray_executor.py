@@ -59,7 +59,7 @@ def _runtime_env() -> dict:
 
 
 def ensure_ray(address: str | None = None, cpus: int | None = None, dashboard: bool = False) -> None:
-    """Connect to ``address``, or start a local Ray with ``cpus`` CPUs (loopback only).
+    """Connect to ``address``, or start a local Ray with ``cpus`` CPUs (no dashboard unless asked).
 
     A local Ray this process started with a different CPU count is restarted; one started
     elsewhere in the process (``ray.init`` by the user) is used as it is.
