@@ -25,7 +25,7 @@ DBT := cd $(CURDIR) && $(BIN)/dbt
 PILEHOUSE := $(BIN)/pilehouse
 export PILEHOUSE_THREADS := $(THREADS)
 
-.PHONY: help setup lint minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training bench-scan scan experiment clean review browser shell docs report
+.PHONY: help setup lint minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training bench-scan bench-scale scan experiment clean review browser shell docs report
 
 help: ## list the targets and variables
 	@echo "usage: make TARGET [VAR=value ...]"; echo; echo "targets:"
@@ -90,6 +90,13 @@ bench-training: $(VENV)/.installed ## trainer tokens/s and MFU against transform
 
 bench-scan: $(VENV)/.installed ## prompt-scan windows/s against the naive and the catalog's loops
 	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench scan
+
+# Every step at N, 4N and 16N documents (wall time, peak RSS per step in its own process), Ray
+# against local at N, and a Pile projection; ~10-15 min on 2 cores (docs/scale.md). Not part of
+# `make bench`. SCALE_FLAGS passes flags through, e.g. SCALE_FLAGS="--docs 100 --ray-steps none".
+SCALE_FLAGS ?=## make bench-scale's flags (pilehouse bench scale --help)
+bench-scale: $(VENV)/.installed ## every step at N/4N/16N docs, Ray vs local, Pile projection (bench/results/scale.json)
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench scale $(SCALE_FLAGS)
 
 # The seed's experiment at CPU scale: the same preset and steps trained on MiniPile and on
 # every document, both evaluated (with the pretrained SmolLM2-135M as a reference), compared

@@ -44,6 +44,8 @@ BENCHMARKS = {
     "training": Command("the trainer's tokens/s and MFU against a plain transformers.Trainer loop",
                         ("bench.training:main",)),
     "scan": Command("prompt-scan windows/s against the naive and the catalog's loops", ("bench.prompt_scan:main",)),
+    "scale": Command("every step at N, 4N, 16N docs (time, peak RSS), Ray against local, a Pile projection",
+                     ("bench.scale:main",)),
 }
 
 COMMANDS = {

@@ -30,6 +30,7 @@ FLAGS = {
     "bench ngrams": ["--docs", "--shards"],
     "bench training": ["--preset", "--steps"],
     "bench scan": ["--naive-windows", "--no-bf16"],
+    "bench scale": ["--docs", "--factors", "--embed-factors", "--ray-steps"],
 }
 
 

@@ -27,7 +27,6 @@ FIRST_PARTY = {"python_udfs", "trainers", "bench"}
 USED_WITHOUT_IMPORT = {
     "dbt-core": "the dbt CLI that builds the project (make build); our code imports only dbt-duckdb's plugin API",
     "gguf": "transformers' reader for gguf_file= (the SmolLM2 checkpoint of the scan and the evaluator)",
-    "jinja2": "fastapi.templating.Jinja2Templates imports it to render the review page",
 }
 TEST_USED_WITHOUT_IMPORT = {}
 # Extras of programs and data, never imported, and what finds them.
