@@ -2,6 +2,7 @@
 
     pilehouse ingest warehouse/sample/sample_corpus.jsonl.gz
     pilehouse scan --model smollm2 --docs 20 --where "d.source = 'BBC News'"
+    pilehouse quotas cluster_stats.csv --sampling-strategy density --total 1010500
     pilehouse train --preset tiny --dataset minipile
     pilehouse bench ngrams --docs 1000
     pilehouse COMMAND --help          # that tool's own flags
@@ -55,6 +56,8 @@ COMMANDS = {
                              ("python_udfs.corpus.sample:main",)),
     "scan": Command("the prompt scan over a slice of the warehouse (the parts dbt's tag:scan reads)",
                     ("python_udfs.scan.cli:main",)),
+    "quotas": Command("MiniPile's per-cluster quotas from a stats file, as int_cluster_quotas computes them",
+                      ("python_udfs.minipile.cli:main",)),
     "review": Command("serve the cluster review page on the loopback (writes seeds/cluster_exclusions.csv)",
                       ("python_udfs.apps.review.__main__:main",)),
     "report": Command("write the HTML report of the warehouse (reports/report.html)",

@@ -8,6 +8,10 @@
   each row on the first two principal components (``cluster_summary``'s map of the centroids).
 - ``neox_encode(text)`` -> INTEGER[]: GPT-NeoX (Pythia) token ids, no BOS.
 - ``neox_decode(ids)`` -> VARCHAR: the tokenizer's own decode.
+- ``pilehouse_quotas(clusters, strategy, total, total_mode, density_weight, low_density_weight,
+  inter_cluster_weights)``: STRUCT(cluster_id, n_docs, sum_distance, centroid)[] -> STRUCT(cluster_id,
+  n_docs, quota, is_capped, target)[]: ``python_udfs.minipile.quotas.quotas`` over the kept clusters
+  (``int_cluster_quotas``; ``pilehouse quotas`` runs the same function on a stats file).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-from duckdb.sqltypes import DOUBLE, FLOAT, INTEGER, VARCHAR
+from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, FLOAT, INTEGER, VARCHAR
 
 from python_udfs.clustering.embed import EmbedConfig, embed_texts, load_model
+from python_udfs.minipile import quotas as minipile_quotas
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.settings import none_if_blank, resolve
 
@@ -39,6 +44,8 @@ EMBED_VARS = {
 
 PCA_FIELDS = ("x", "y", "x_variance_share", "y_variance_share")
 PCA_TYPE = pa.list_(pa.struct([(name, pa.float64()) for name in PCA_FIELDS]))
+QUOTA_TYPE = pa.list_(pa.struct([("cluster_id", pa.int32()), ("n_docs", pa.int64()), ("quota", pa.int64()),
+                                 ("is_capped", pa.bool_()), ("target", pa.float64())]))
 
 
 def embed_config(given: Mapping[str, Any] | None = None) -> EmbedConfig:
@@ -123,6 +130,24 @@ def pca_2d_arrow(rows: pa.Array) -> pa.Array:
     return pa.array(out, type=PCA_TYPE)
 
 
+def quotas_arrow(clusters: pa.Array, strategy: pa.Array, total: pa.Array, total_mode: pa.Array,
+                 density_weight: pa.Array, low_density_weight: pa.Array, inter_cluster_weights: pa.Array) -> pa.Array:
+    """Per input row (the kept clusters' stats and the vars), the list of their quotas."""
+    out: list[list[dict] | None] = []
+    rows = zip(clusters.to_pylist(), strategy.to_pylist(), total.to_pylist(), total_mode.to_pylist(),
+               density_weight.to_pylist(), low_density_weight.to_pylist(), inter_cluster_weights.to_pylist())
+    for stats, strategy_, total_, mode, omega, omega_low, weights in rows:
+        if stats is None:  # no kept cluster: list() over no rows is NULL
+            out.append(None)
+            continue
+        params = minipile_quotas.QuotaParams(density_weight=omega, low_density_weight=omega_low,
+                                             inter_cluster_weights=tuple(weights or ()))
+        clusters_ = [minipile_quotas.ClusterStats(c["cluster_id"], c["n_docs"], c["sum_distance"], c["centroid"])
+                     for c in stats]
+        out.append([q.__dict__ for q in minipile_quotas.quotas(clusters_, strategy_, params, total_, mode)])
+    return pa.array(out, type=QUOTA_TYPE)
+
+
 def neox_encode_arrow(texts: pa.Array) -> pa.Array:
     values = texts.to_pylist()
     present = [i for i, v in enumerate(values) if v is not None]
@@ -144,11 +169,17 @@ def register(conn: duckdb.DuckDBPyConnection, config: EmbedConfig | None = None)
     """
     config = config or embed_config()
     pca_type = duckdb.list_type(duckdb.struct_type({name: DOUBLE for name in PCA_FIELDS}))
+    cluster_stats = duckdb.list_type(duckdb.struct_type(
+        {"cluster_id": INTEGER, "n_docs": BIGINT, "sum_distance": DOUBLE, "centroid": duckdb.list_type(FLOAT)}))
+    quota_type = duckdb.list_type(duckdb.struct_type(
+        {"cluster_id": INTEGER, "n_docs": BIGINT, "quota": BIGINT, "is_capped": BOOLEAN, "target": DOUBLE}))
     functions = [
         ("pilehouse_embed", lambda texts: embed_arrow(texts, config), [VARCHAR], duckdb.list_type(FLOAT)),
         ("pilehouse_pca_2d", pca_2d_arrow, [duckdb.list_type(duckdb.list_type(FLOAT))], pca_type),
         ("neox_encode", neox_encode_arrow, [VARCHAR], duckdb.list_type(INTEGER)),
         ("neox_decode", neox_decode_arrow, [duckdb.list_type(INTEGER)], VARCHAR),
+        ("pilehouse_quotas", quotas_arrow,
+         [cluster_stats, VARCHAR, BIGINT, VARCHAR, DOUBLE, DOUBLE, duckdb.list_type(DOUBLE)], quota_type),
     ]
     for name, function, params, returns in functions:
         _register_one(conn, name, function, params, returns)

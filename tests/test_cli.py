@@ -21,6 +21,7 @@ FLAGS = {
     "ingest": ["inputs", "--text-field", "--source-field", "--default-source"],
     "sample-corpus": ["--out", "--per-source", "--overwrite"],
     "scan": ["--model", "--where", "--docs", "--min-js"],
+    "quotas": ["STATS_FILE", "--exclusions", "--sampling-strategy", "--centroids"],
     "review": ["--seeds-dir", "--port", "--host"],
     "report": ["--db", "--out"],
     "train": ["--preset", "--dataset", "--steps", "--run-id"],

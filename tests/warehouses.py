@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from python_udfs import udfs
+from python_udfs import settings, udfs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,14 +46,16 @@ def refs(name: str) -> list[str]:
 
 
 def render_model(name: str, variables: dict | None = None, macros: dict[str, str] | None = None) -> str:
-    """A dbt model's SQL runnable in plain DuckDB: refs -> relation names, vars and ``macros`` inlined."""
+    """A dbt model's SQL runnable in plain DuckDB: refs -> relation names, vars and ``macros`` inlined
+    (a var not in ``variables`` takes its dbt_project.yml default)."""
     variables = {"seed": 42, **SPLITS, **(variables or {})}
     total = variables["train_size"] + variables["validation_size"] + variables["test_size"]
     macros = {"minipile_total()": f"({total})", **(macros or {})}
     text = model_path(name).read_text()
     text = re.sub(r"^\{\{\s*config\(.*$", "", text, flags=re.M)
     text = re.sub(r"\{\{\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*\}\}", lambda m: m[1], text)
-    text = re.sub(r"\{\{\s*var\(\s*['\"](\w+)['\"]\s*\)\s*\}\}", lambda m: str(variables[m[1]]), text)
+    text = re.sub(r"\{\{\s*var\(\s*['\"](\w+)['\"]\s*\)\s*\}\}",
+                  lambda m: str(variables[m[1]] if m[1] in variables else settings.default(m[1])), text)
     for call, value in macros.items():
         text = re.sub(r"\{\{\s*" + re.escape(call) + r"\s*\}\}", lambda _m, v=value: v, text)
     assert "{{" not in text and "{%" not in text, f"{name}: unrendered jinja left:\n{text}"

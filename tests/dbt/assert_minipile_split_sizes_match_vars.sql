@@ -1,9 +1,29 @@
--- Each split holds exactly the configured number of documents.
-with expected as (
+-- Each split holds exactly the configured number of documents. With sampling_total seed the
+-- quotas add up to fewer (the seed's arithmetic, nothing redistributed): then each of train
+-- and validation holds floor(sampled x its size / total) and test the rest.
+with sampled as (
 
-    select 'train' as split, {{ var('train_size') }} as n
-    union all select 'validation', {{ var('validation_size') }}
-    union all select 'test', {{ var('test_size') }}
+    {% if var('sampling_total') == 'seed' -%}
+    select coalesce(sum(quota), 0) as n from {{ ref('int_cluster_quotas') }}
+    {%- else -%}
+    select {{ minipile_total() }} as n
+    {%- endif %}
+
+),
+
+expected as (
+
+    select 'train' as split, n * {{ var('train_size') }} // greatest({{ minipile_total() }}, 1) as n
+    from sampled
+    union all
+    select 'validation', n * {{ var('validation_size') }} // greatest({{ minipile_total() }}, 1)
+    from sampled
+    union all
+    select
+        'test',
+        n - n * {{ var('train_size') }} // greatest({{ minipile_total() }}, 1)
+        - n * {{ var('validation_size') }} // greatest({{ minipile_total() }}, 1)
+    from sampled
 
 ),
 

@@ -1,10 +1,13 @@
 {{ config(post_hook="{{ assert_enough_for_minipile(this) }}") }}
 
--- One row per kept cluster: how many documents MiniPile takes from it.
--- Uniform quota as in the seed (total / kept clusters, the remainder one each to the
--- lowest-numbered kept clusters). Clusters smaller than their share give all they have
--- and the shortfall is spread, the same way, over the clusters with documents to spare
--- (water-filling), so the total is exact whenever enough documents exist.
+-- One row per kept cluster: how many documents MiniPile takes from it, by the
+-- `sampling_strategy` and `sampling_total` vars (docs/minipile.md#sampling-strategies).
+-- The arithmetic is python_udfs/minipile/quotas.py, called through the UDF pilehouse_quotas
+-- that the dbt plugin registers; `pilehouse quotas` runs the same function on a stats file.
+-- The default (uniform, exact) is the seed's rule: total / kept clusters, the remainder one
+-- each to the lowest-numbered kept clusters; clusters smaller than their share give all they
+-- have and the shortfall is spread the same way over the others (water-filling), so the
+-- total is exact whenever enough documents exist.
 
 with centroids as (
 
@@ -24,16 +27,29 @@ exclusions as (
 
 ),
 
+-- distances summed as DECIMAL: exact, so the same whatever the thread count or row order
+assignment_stats as (
+
+    select
+        cluster_id,
+        count(*)::bigint as n_docs,
+        sum(distance::decimal(18, 15)) as sum_distance,
+    from assignments
+    group by cluster_id
+
+),
+
 -- every cluster of the fit, an empty one with 0 documents (as cluster_centroids.n_docs)
 sizes as (
 
     select
         centroids.cluster_id,
-        count(assignments.doc_id)::bigint as n_docs,
+        centroids.centroid,
+        coalesce(assignment_stats.n_docs, 0)::bigint as n_docs,
+        coalesce(assignment_stats.sum_distance, 0)::double as sum_distance,
     from centroids
-    left join assignments
-        on centroids.cluster_id = assignments.cluster_id
-    group by centroids.cluster_id
+    left join assignment_stats
+        on centroids.cluster_id = assignment_stats.cluster_id
 
 ),
 
@@ -41,102 +57,55 @@ kept as (
 
     select
         sizes.cluster_id,
+        sizes.centroid,
         sizes.n_docs,
+        sizes.sum_distance,
     from sizes
     anti join exclusions
         on sizes.cluster_id = exclusions.cluster_id
 
 ),
 
-target as (
+allotted as (
 
     select
-        {{ minipile_total() }}::bigint as total,
-
-),
-
-sorted as (
-
-    select
-        cluster_id,
-        n_docs,
-        row_number() over (order by n_docs, cluster_id) - 1 as size_rank,
-        count(*) over () as n_kept,
-        coalesce(
-            sum(n_docs) over (
-                order by n_docs, cluster_id
-                rows between unbounded preceding and 1 preceding
+        unnest(
+            pilehouse_quotas(
+                list(
+                    {
+                        'cluster_id': cluster_id,
+                        'n_docs': n_docs,
+                        'sum_distance': sum_distance,
+                        'centroid': centroid::float[],
+                    }
+                    order by cluster_id
+                ),
+                '{{ var("sampling_strategy") }}',
+                {{ minipile_total() }},
+                '{{ var("sampling_total") }}',
+                {{ var('density_weight') }},
+                {{ var('low_density_weight') }},
+                {{ var('inter_cluster_weights') }}::double[]
             ),
-            0
-        ) as smaller_docs,
+            recursive := true
+        ),
     from kept
-
-),
-
--- a cluster is capped (gives all its documents) when even a level equal to its size
--- leaves the total unreached; this holds for a prefix of the clusters sorted by size
-flagged as (
-
-    select
-        sorted.*,
-        sorted.smaller_docs + sorted.n_docs * (sorted.n_kept - sorted.size_rank)
-            <= target.total as is_capped,
-    from sorted
-    cross join target
-
-),
-
-level as (
-
-    select
-        count(*) filter (where is_capped) as n_capped,
-        coalesce(sum(n_docs) filter (where is_capped), 0) as capped_docs,
-        count(*) filter (where not is_capped) as n_uncapped,
-    from flagged
-
-),
-
-shares as (
-
-    select
-        level.n_uncapped,
-        case
-            when level.n_uncapped > 0
-                then (target.total - level.capped_docs) // level.n_uncapped
-        end as base_quota,
-        case
-            when level.n_uncapped > 0
-                then (target.total - level.capped_docs) % level.n_uncapped
-        end as n_plus_one,
-    from level
-    cross join target
-
-),
-
-uncapped_order as (
-
-    select
-        cluster_id,
-        row_number() over (order by cluster_id) as id_rank,
-    from flagged
-    where not is_capped
 
 ),
 
 final as (
 
     select
-        flagged.cluster_id,
-        flagged.n_docs,
-        flagged.is_capped,
-        case
-            when flagged.is_capped then flagged.n_docs
-            else shares.base_quota + (uncapped_order.id_rank <= shares.n_plus_one)::bigint
-        end::bigint as quota,
-    from flagged
-    cross join shares
-    left join uncapped_order
-        on flagged.cluster_id = uncapped_order.cluster_id
+        allotted.cluster_id,
+        kept.n_docs,
+        kept.sum_distance,
+        case when kept.n_docs > 0 then kept.sum_distance / kept.n_docs else 0 end as mean_distance,
+        allotted.is_capped,
+        allotted.target,
+        allotted.quota,
+    from allotted
+    inner join kept
+        on allotted.cluster_id = kept.cluster_id
 
 )
 

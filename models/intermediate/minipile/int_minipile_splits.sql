@@ -21,20 +21,32 @@ shuffled as (
 
 ),
 
+-- the split sizes: the vars whenever the sample holds their total (always, with
+-- sampling_total exact); the seed's shorter sample (sampling_total seed) is cut in proportion
+-- to them, as the seed cut it, the test split taking what the rounding leaves
+cuts as (
+
+    select
+        count(*) * {{ var('train_size') }} // greatest({{ minipile_total() }}, 1) as n_train,
+        count(*) * {{ var('validation_size') }} // greatest({{ minipile_total() }}, 1) as n_validation,
+    from sampled
+
+),
+
 final as (
 
     select
-        doc_id,
+        shuffled.doc_id,
         case
-            when shuffle_position < {{ var('train_size') }} then 'train'
-            when shuffle_position < {{ var('train_size') }} + {{ var('validation_size') }}
-                then 'validation'
+            when shuffled.shuffle_position < cuts.n_train then 'train'
+            when shuffled.shuffle_position < cuts.n_train + cuts.n_validation then 'validation'
             else 'test'
         end as split,
-        cluster_id,
-        distance,
-        shuffle_position,
+        shuffled.cluster_id,
+        shuffled.distance,
+        shuffled.shuffle_position,
     from shuffled
+    cross join cuts
 
 )
 

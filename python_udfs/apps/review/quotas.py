@@ -1,16 +1,18 @@
-"""What the next `dbt build` would sample: `int_cluster_quotas.sql` in Python.
+"""What the next `dbt build` would sample with the default `sampling_strategy` (uniform).
 
-The same rule as the model, step for step (tests check it against the model's own SQL and
-against a built warehouse): total / kept clusters, the remainder one each to the
-lowest-numbered kept clusters; a cluster is capped (gives all its documents) when
-`docs in smaller clusters + its size x clusters from it upwards <= total` (clusters
-sorted by size, then id), and the shortfall is spread the same way over the others.
+The model's own arithmetic (`python_udfs.minipile.quotas`, which `int_cluster_quotas` calls;
+tests check the preview against the model's SQL and against a built warehouse): total / kept
+clusters, the remainder one each to the lowest-numbered kept clusters; a cluster smaller than
+its share gives all its documents and the shortfall is spread the same way over the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from python_udfs.minipile.quotas import ClusterStats
+from python_udfs.minipile.quotas import quotas as shared_quotas
 
 
 @dataclass(frozen=True)
@@ -49,27 +51,7 @@ class QuotaPreview:
 def cluster_quotas(sizes: Mapping[int, int], excluded: Iterable[int], total: int) -> QuotaPreview:
     """Per kept cluster, how many documents MiniPile takes, for `total` documents in all."""
     excluded = frozenset(excluded)
-    kept = sorted((n_docs, cluster_id) for cluster_id, n_docs in sizes.items() if cluster_id not in excluded)
-    n_kept = len(kept)
-    capped: set[int] = set()
-    capped_docs = 0
-    smaller_docs = 0
-    for size_rank, (n_docs, cluster_id) in enumerate(kept):
-        if smaller_docs + n_docs * (n_kept - size_rank) <= total:
-            capped.add(cluster_id)
-            capped_docs += n_docs
-        smaller_docs += n_docs
-    uncapped = sorted(cluster_id for _, cluster_id in kept if cluster_id not in capped)
-    base, n_plus_one = divmod(total - capped_docs, len(uncapped)) if uncapped else (0, 0)
-    id_rank = {cluster_id: rank for rank, cluster_id in enumerate(uncapped, start=1)}
-    quotas = [
-        ClusterQuota(
-            cluster_id=cluster_id,
-            n_docs=n_docs,
-            is_capped=cluster_id in capped,
-            quota=n_docs if cluster_id in capped else base + int(id_rank[cluster_id] <= n_plus_one),
-        )
-        for n_docs, cluster_id in kept
-    ]
-    quotas.sort(key=lambda q: q.cluster_id)
+    kept = [ClusterStats(cluster_id, n_docs) for cluster_id, n_docs in sizes.items() if cluster_id not in excluded]
+    quotas = [ClusterQuota(cluster_id=q.cluster_id, n_docs=q.n_docs, is_capped=q.is_capped, quota=q.quota)
+              for q in shared_quotas(kept, "uniform", None, total, "exact")]
     return QuotaPreview(total=total, quotas=quotas, excluded=excluded)

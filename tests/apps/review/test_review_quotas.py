@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from warehouses import ROOT, SIZES, TOTAL, render_model
+from warehouses import ROOT, SIZES, TOTAL, connect, render_model
 
 from python_udfs.apps.review import CATEGORIES, seed
 from python_udfs.apps.review.quotas import cluster_quotas
@@ -19,12 +19,12 @@ from python_udfs.apps.review.quotas import cluster_quotas
 
 def sql_quotas(sizes: dict[int, int], excluded: set[int], total: int) -> list[tuple]:
     """int_cluster_quotas.sql itself, over the given sizes and exclusions."""
-    with duckdb.connect() as con:
-        con.execute("create table int_kmeans_centroids (cluster_id integer)")
+    with connect() as con:
+        con.execute("create table int_kmeans_centroids (cluster_id integer, centroid float[])")
         con.execute("create table int_cluster_assignments (doc_id bigint, cluster_id integer, distance double)")
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
         if sizes:
-            con.executemany("insert into int_kmeans_centroids values (?)", [(c,) for c in sizes])
+            con.executemany("insert into int_kmeans_centroids values (?, null)", [(c,) for c in sizes])
             # n documents per cluster: the model counts them
             con.executemany("insert into int_cluster_assignments select $c * 10000 + i, $c, 0.5 from range($n) as t(i)",
                             [{"c": c, "n": n} for c, n in sizes.items()])
