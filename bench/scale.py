@@ -392,7 +392,12 @@ def render_model(name: str, variables: dict) -> str:
     folder = ROOT / "models" / "intermediate" / "minipile"
     template = (ROOT / "macros" / "minipile.sql").read_text() + "\n" + (folder / f"{name}.sql").read_text()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-    return env.from_string(template).render(ref=lambda model: model, var=lambda key: variables[key],
+    from python_udfs import settings
+
+    def var(key: str, default=None):  # a var not given takes its dbt_project.yml default, as in dbt
+        return variables[key] if key in variables else settings.default(key)
+
+    return env.from_string(template).render(ref=lambda model: model, var=var,
                                             config=lambda **_: "", this="this").strip()
 
 
@@ -401,11 +406,15 @@ def distill(assignments: Path, k: int, variables: dict) -> dict:
     (int_cluster_assignments is a view of them, as in the warehouse)."""
     import duckdb
 
+    from python_udfs import udfs
+
     con = duckdb.connect(":memory:")
     try:
+        udfs.register(con)  # int_cluster_quotas calls pilehouse_quotas, as the dbt plugin registers it
         con.execute(f"create view int_cluster_assignments as select doc_id, cluster_id, distance "
                     f"from read_parquet('{assignments}/part-*.parquet')")
-        con.execute(f"create table int_kmeans_centroids as select range::integer as cluster_id from range({k})")
+        con.execute(f"create table int_kmeans_centroids as select range::integer as cluster_id, "
+                    f"null::float[] as centroid from range({k})")
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
         for name in DISTILL_MODELS:
             con.execute(f"create table {name} as {render_model(name, variables)}")
