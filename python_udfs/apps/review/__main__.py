@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from python_udfs.apps.review.app import ReviewConfig, create_app
 
-    app = create_app(ReviewConfig(db=args.db, seeds_dir=args.seeds_dir, root=args.root, total=args.total))
+    app = create_app(ReviewConfig(db=args.db, seeds_dir=args.seeds_dir, root=args.root, total=args.total,
+                                  host=args.host, port=args.port))
     print(f"cluster review: http://{args.host}:{args.port}/  (warehouse {args.db}, read-only; "
           f"writes {args.seeds_dir / 'cluster_exclusions.csv'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

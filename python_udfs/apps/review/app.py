@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import enum
 import functools
+import hmac
+import html
 import json
+import secrets
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,9 @@ class ReviewConfig:
     seeds_dir: Path
     root: Path = settings.ROOT
     total: int | None = None
+    #: the address and port served: only requests whose Host header names them are answered
+    host: str = "127.0.0.1"
+    port: int = 8765
 
     @property
     def seed_path(self) -> Path:
@@ -165,13 +171,14 @@ def cluster_map(overview: Overview, excluded: set[int]) -> str:
         if not clusters:
             return
         fig.add_trace(go.Scatter(
-            x=[c.x for c in clusters], y=[c.y for c in clusters], mode="markers+text", name=name,
+            # plotly renders names and hover text as (a subset of) HTML: corpus strings are escaped
+            x=[c.x for c in clusters], y=[c.y for c in clusters], mode="markers+text", name=html.escape(name),
             text=[str(c.cluster_id) for c in clusters], textposition="middle center",
             textfont={"size": 9, "color": "#222"},
             customdata=[[c.cluster_id] for c in clusters],
             hovertext=[
                 f"cluster {c.cluster_id}{' (excluded)' if c.cluster_id in excluded else ''}<br>"
-                f"{c.n_docs:,} documents<br>{c.main_source} {100 * c.main_share:.0f}%<br>"
+                f"{c.n_docs:,} documents<br>{html.escape(c.main_source)} {100 * c.main_share:.0f}%<br>"
                 f"avg distance {c.average_distance or 0:.3f}"
                 for c in clusters
             ],
@@ -220,15 +227,76 @@ async def read_form(request: Request) -> dict[str, str]:
     raise ReviewError(415, f"Send the form as application/x-www-form-urlencoded, not {content_type}.")
 
 
+#: the names a loopback server answers to, whatever loopback address it bound
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+#: the header a script may send the form token in instead of the form field (a cross-site page
+#: cannot set it without a CORS preflight, which this server never grants)
+TOKEN_HEADER = "x-pilehouse-token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def allowed_hosts(host: str, port: int) -> frozenset[str]:
+    """The Host header values the page answers: the bound loopback address, or another loopback
+    name, with the port (and without it only on port 80). Anything else (a DNS-rebinding name,
+    another machine's address) is refused, so a page from another site cannot read this one
+    through a name it controls."""
+    names = set(LOOPBACK_NAMES) | {f"[{host}]" if ":" in host and not host.startswith("[") else host}
+    values = {f"{name}:{port}" for name in names}
+    if port == 80:
+        values |= names
+    return frozenset(v.lower() for v in values)
+
+
+def cross_site_refusal(headers, hosts: frozenset[str]) -> str | None:
+    """Why a write request looks cross-site, or None. Checked where the browser sends them:
+    Sec-Fetch-Site must be same-origin (or none: typed by the user), and Origin must be this
+    server's own origin."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.lower() not in ("same-origin", "none"):
+        return f"the browser says this request comes from another site (Sec-Fetch-Site: {fetch_site})"
+    origin = headers.get("origin")
+    if origin is not None:
+        if origin == "null" or not origin.lower().startswith("http://") or \
+                origin.lower().removeprefix("http://").rstrip("/") not in hosts:
+            return f"it was sent by the page {origin!r}, not by this review page"
+    return None
+
+
 def create_app(config: ReviewConfig) -> FastAPI:
     app = FastAPI(title="pilehouse cluster review", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["pct"] = share
     warehouse = Warehouse(config.db, config.root)
-    app.state.config, app.state.warehouse = config, warehouse
+    hosts = allowed_hosts(config.host, config.port)
+    # one secret per process, put in every form and checked on submit: a page from another site
+    # cannot read it (same-origin policy), so it cannot forge a write
+    token = secrets.token_urlsafe(32)
+    app.state.config, app.state.warehouse, app.state.csrf_token = config, warehouse, token
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        host = request.headers.get("host", "").lower()
+        if host not in hosts:
+            return PlainTextResponse(
+                f"421 Misdirected Request: this review page answers only to {', '.join(sorted(hosts))}, "
+                f"not to the Host {host or '(none)'!r} (a request through another name, e.g. DNS rebinding, "
+                "is refused).", status_code=421)
+        if request.method in UNSAFE_METHODS:
+            reason = cross_site_refusal(request.headers, hosts)
+            if reason is not None:
+                return PlainTextResponse(f"403 Forbidden: not saved, nothing changed: {reason}.", status_code=403)
+        return await call_next(request)
+
+    def check_token(request: Request, form: dict[str, str]) -> None:
+        sent = form.get("csrf_token") or request.headers.get(TOKEN_HEADER) or ""
+        if not hmac.compare_digest(sent.encode(), token.encode()):
+            raise ReviewError(403, "Not saved, nothing changed: the form's token is missing or stale (this page "
+                                   "only accepts forms it served itself since it started; reload the page and "
+                                   "submit again).")
 
     def page(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
-        context = {"config": config, "categories": seed.CATEGORIES, "max_note": seed.MAX_NOTE_CHARS, **context}
+        context = {"config": config, "categories": seed.CATEGORIES, "max_note": seed.MAX_NOTE_CHARS,
+                   "csrf_token": token, **context}
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     def error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -350,6 +418,8 @@ def create_app(config: ReviewConfig) -> FastAPI:
             cluster_id: int | None = int(form.get("cluster_id", ""))
         except ValueError:
             cluster_id = None
+        check_token(request, form)
+        form.pop("csrf_token", None)
         try:
             wanted = ExclusionRequest.model_validate(form)
         except ValidationError as exc:
@@ -368,6 +438,7 @@ def create_app(config: ReviewConfig) -> FastAPI:
 
     @app.post("/exclusions/{cluster_id}/delete")
     async def include_again(request: Request, cluster_id: int):
+        check_token(request, await read_form(request))
         try:
             removed = seed.remove_exclusion(config.seed_path, cluster_id)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from review_clients import review_client
 from warehouses import ROOT, review_warehouse
 
 
@@ -25,10 +26,8 @@ def seeds_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def client(tiny_warehouse, seeds_dir):
-    from fastapi.testclient import TestClient
-
     from python_udfs.apps.review.app import ReviewConfig, create_app
 
     app = create_app(ReviewConfig(db=tiny_warehouse, seeds_dir=seeds_dir, root=ROOT))
-    with TestClient(app) as test_client:
+    with review_client(app) as test_client:
         yield test_client

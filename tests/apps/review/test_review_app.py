@@ -203,11 +203,11 @@ def test_a_seed_with_a_foreign_header_is_not_overwritten(client, seeds_dir):
 
 
 def test_seed_differences_with_the_warehouse_are_pending(tmp_path, seeds_dir):
-    from fastapi.testclient import TestClient
+    from review_clients import review_client
     from warehouses import review_warehouse
 
     db = review_warehouse(tmp_path / "built.duckdb", exclusions=[(5, "other", "built")])
-    client = TestClient(create_app(ReviewConfig(db=db, seeds_dir=seeds_dir, root=ROOT)))
+    client = review_client(create_app(ReviewConfig(db=db, seeds_dir=seeds_dir, root=ROOT)))
     page = client.get("/").text
     assert "excluded in the warehouse, included again in the seed" in page
     assert "re-included, pending until next dbt build" in page
@@ -221,9 +221,9 @@ def test_seed_differences_with_the_warehouse_are_pending(tmp_path, seeds_dir):
 
 
 def test_a_missing_warehouse_says_run_make_minipile(tmp_path, seeds_dir):
-    from fastapi.testclient import TestClient
+    from review_clients import review_client
 
-    client = TestClient(create_app(ReviewConfig(db=tmp_path / "none.duckdb", seeds_dir=seeds_dir, root=ROOT)))
+    client = review_client(create_app(ReviewConfig(db=tmp_path / "none.duckdb", seeds_dir=seeds_dir, root=ROOT)))
     response = client.get("/")
     assert response.status_code == 503
     assert "does not exist: run `make minipile` first" in error_text(response)
@@ -265,7 +265,7 @@ def test_cluster_page_lists_its_prompt_scan_tasks(tiny_warehouse, seeds_dir, tmp
     """When a scan was built (`make scan`), a cluster's page shows the tasks found in its documents."""
     import shutil
 
-    from fastapi.testclient import TestClient
+    from review_clients import review_client
 
     db = tmp_path / "with_scan.duckdb"
     shutil.copy(tiny_warehouse, db)
@@ -275,7 +275,7 @@ def test_cluster_page_lists_its_prompt_scan_tasks(tiny_warehouse, seeds_dir, tmp
             ('SmolLM2-135M-Instruct', '[ the] 23-', '2', 'year', 0.24, 0.81, 1),
             ('SmolLM2-135M-Instruct', '[We] would however like you', ' can', ' to', 0.12, 0.97, 2))
             t(model, text, token_short, token_long, p_short, p_long, cluster_id)""")
-    with TestClient(create_app(ReviewConfig(db=db, seeds_dir=seeds_dir, root=ROOT))) as client:
+    with review_client(create_app(ReviewConfig(db=db, seeds_dir=seeds_dir, root=ROOT))) as client:
         page = client.get("/cluster/1").text
         assert 'id="scan-tasks"' in page
         assert page.index("Pluto is made primarily") < page.index("[ the] 23-")  # by p_long

@@ -4,6 +4,7 @@ both). Screenshots land in tests/artifacts/."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import socket
 import subprocess
@@ -28,11 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tiny_warehouse, seeds_dir):
+@contextlib.contextmanager
+def serving(db: Path, seeds_dir: Path):
+    """`python -m python_udfs.apps.review` over ``db`` on a free loopback port; yields its URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "python_udfs.apps.review", "--db", str(tiny_warehouse), "--seeds-dir", str(seeds_dir),
+        [sys.executable, "-m", "python_udfs.apps.review", "--db", str(db), "--seeds-dir", str(seeds_dir),
          "--root", str(ROOT), "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -48,12 +50,20 @@ def server(tiny_warehouse, seeds_dir):
                 process.kill()
                 raise AssertionError(f"the review server did not start:\n{process.stdout.read()}") from None
             time.sleep(0.2)
-    yield url
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def server(tiny_warehouse, seeds_dir):
+    with serving(tiny_warehouse, seeds_dir) as url:
+        yield url
 
 
 @pytest.fixture

@@ -106,11 +106,11 @@ def test_preview_equals_the_built_warehouses_int_cluster_quotas():
     seed_excluded = {r.cluster_id for r in seed.read_exclusions(ROOT / "seeds" / seed.SEED_NAME)}
     if seed_excluded != excluded:
         pytest.skip("seeds/cluster_exclusions.csv differs from the warehouse's build; the direct check passed")
-    from fastapi.testclient import TestClient
+    from review_clients import review_client
 
     from python_udfs.apps.review.app import ReviewConfig, create_app
 
-    client = TestClient(create_app(ReviewConfig(db=path, seeds_dir=ROOT / "seeds", root=ROOT)))
+    client = review_client(create_app(ReviewConfig(db=path, seeds_dir=ROOT / "seeds", root=ROOT)))
     api = client.get("/api/quotas").json()
     assert [(q["cluster_id"], q["n_docs"], q["is_capped"], q["quota"]) for q in api["quotas"]] == built
 
