@@ -139,7 +139,7 @@ shell: $(VENV)/.installed ## harlequin, a SQL IDE in the terminal, on DB (read-o
 
 docs: $(VENV)/.installed ## dbt docs (lineage, every model and column) on http://127.0.0.1:DOCS_PORT/
 	cd $(CURDIR) && PILEHOUSE_DB="$(DB)" $(BIN)/dbt docs generate $(DBT_VARS)
-	$(DBT) docs serve --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
+	$(BIN)/python -m python_udfs.apps.docs_site --dir target --host 127.0.0.1 --port $(DOCS_PORT)
 
 report: $(VENV)/.installed ## reports/report.html: charts and tables of DB, one self-contained file
 	$(PILEHOUSE) report --db "$(DB)" --out reports/
