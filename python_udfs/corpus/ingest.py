@@ -114,7 +114,8 @@ def corpus_step(config: CorpusConfig, out_dir: Path) -> Step:
     return Step(
         name="ingest", out_dir=Path(out_dir), unit="file",
         settings={"format": RECORD_FORMAT, "text_field": config.text_field, "source_field": config.source_field,
-                  "default_source": config.default_source, "hf_split": config.hf_split},
+                  "default_source": config.default_source, "hf_split": config.hf_split,
+                  "max_doc_chars": config.max_doc_chars},
         make_worker=functools.partial(make_file_reader, config),
     )
 
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hf-split", default=CorpusConfig.hf_split)
     parser.add_argument("--shard-size", type=int, default=CorpusConfig.shard_size,
                         help="records per row group (bounds memory)")
+    parser.add_argument("--max-doc-chars", type=int, default=settings.default("max_doc_chars"),
+                        help="texts longer than this are rejected as too_long (default %(default)s, the "
+                             "max_doc_chars var)")
     parser.add_argument("--executor", default=settings.default("executor"), choices=["local", "ray"],
                         help="where files are read: local (in-process, the default) or ray (one Ray actor per file)")
     parser.add_argument("--ray-address", default=settings.default("ray_address"),
@@ -212,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     config = CorpusConfig(
         inputs=args.inputs, text_field=args.text_field, source_field=args.source_field,
         default_source=args.default_source, hf_split=args.hf_split, shard_size=args.shard_size,
+        max_doc_chars=args.max_doc_chars,
     )
     with open_executor(args.executor, args.ray_address, args.ray_workers) as executor:
         stats = ingest(config, Path(args.lake), executor=executor)

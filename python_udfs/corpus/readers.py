@@ -14,10 +14,12 @@ Inputs:
 
 from __future__ import annotations
 
+import codecs
 import glob
 import gzip
 import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,9 +28,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from python_udfs import settings
+
 RAW_LIMIT = 1000  # rejected records keep at most this many characters of the raw record
 
-REASONS = ("bad_json", "missing_text", "empty_text", "not_utf8", "wrong_type")
+REASONS = ("bad_json", "missing_text", "empty_text", "not_utf8", "wrong_type", "too_long", "truncated_stream",
+           "corrupt_file")
 
 #: One ingest part (one input file): every record of the file, accepted (``reason`` null,
 #: ``text`` set) or rejected (``reason``, ``detail``, ``raw`` set), in file order.
@@ -71,6 +76,9 @@ class CorpusConfig:
     hf_split: split streamed from a Hugging Face dataset.
     shard_size: records read before they are written out as one row group of the file's
         part (bounds memory: a whole Pile file streams through).
+    max_doc_chars: a longer text is rejected as ``too_long`` (the dbt var of the same name;
+        its length is in ``detail``); a JSON line is never read whole past what such a text
+        could take, so one huge line cannot exhaust memory.
     """
 
     inputs: list[str]
@@ -79,6 +87,17 @@ class CorpusConfig:
     default_source: str = "unknown"
     hf_split: str = "train"
     shard_size: int = 50_000
+    max_doc_chars: int = field(default_factory=lambda: int(settings.default("max_doc_chars")))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_doc_chars, int) or self.max_doc_chars < 1:
+            raise ValueError(f"max_doc_chars must be a positive whole number, got {self.max_doc_chars!r}")
+
+    @property
+    def max_line_bytes(self) -> int:
+        """The longest JSON line read: the text at 6 bytes a character (``\\uXXXX`` escapes) plus
+        1 MiB of other fields."""
+        return 6 * self.max_doc_chars + (1 << 20)
 
 
 @dataclass
@@ -148,43 +167,144 @@ def _kind(path: str) -> str | None:
     return None
 
 
+class _ZstdFrames(io.RawIOBase):
+    """A zstd file's decompressed bytes, frame after frame, that raises ``EOFError`` when the
+    file ends inside a frame (``zstandard``'s own stream reader returns a short read
+    silently there, which would turn a cut file into a quiet loss)."""
+
+    def __init__(self, fh: io.BufferedIOBase, chunk: int = 1 << 17):
+        import zstandard
+
+        self._fh, self._chunk, self._zstd = fh, chunk, zstandard
+        self._dobj = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = b""
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            data = self._fh.read(self._chunk)
+            if not data:
+                if self._in_frame:
+                    raise EOFError("the zstd stream ends inside a frame (the file was cut short)")
+                return 0
+            while data:
+                self._in_frame = True
+                self._pending += self._dobj.decompress(data)
+                if not self._dobj.eof:
+                    break
+                data, self._in_frame = self._dobj.unused_data, False
+                self._dobj = self._zstd.ZstdDecompressor().decompressobj()
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
 def _open_binary(path: str) -> io.BufferedIOBase:
     if path.endswith(".gz"):
         return gzip.open(path, "rb")
     if path.endswith(".zst"):
-        import zstandard
-
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")))
+        return io.BufferedReader(_ZstdFrames(open(path, "rb")))
     return open(path, "rb")
 
 
-def read_jsonl(path: str) -> Iterator[Record]:
-    """Yield one Record per line; blank lines are records too (rejected as bad JSON)."""
-    with _open_binary(path) as fh:
-        for number, line in enumerate(fh):
-            line = line.rstrip(b"\r\n")
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                yield Record(path, number, raw=line.decode("utf-8", "replace"),
-                             reason="not_utf8", detail=str(err))
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                yield Record(path, number, raw=text, reason="bad_json", detail=str(err))
-                continue
-            yield Record(path, number, value=value, raw=text)
+#: what a compressed stream raises when it is cut short or corrupt
+STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import zstandard
+    except ImportError:  # pragma: no cover - zstandard is a pinned dependency
+        return STREAM_ERRORS
+    return (*STREAM_ERRORS, zstandard.ZstdError)
+
+
+def _lines(fh: io.BufferedIOBase, limit: int) -> Iterator[tuple[bytes, int | None]]:
+    """(line, None) for each line of at most ``limit`` bytes; (its first bytes, its length) for
+    a longer one, whose rest is skipped in 1 MiB reads, never held."""
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line, None
+            continue
+        total = len(line)
+        head = line[:4 * RAW_LIMIT]
+        while True:
+            chunk = fh.readline(1 << 20)
+            total += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                break
+        yield head, total
+
+
+def read_jsonl(path: str, max_line_bytes: int = 1 << 62) -> Iterator[Record]:
+    """Yield one Record per line; blank lines are records too (rejected as bad JSON).
+
+    Never raises on content: a line over ``max_line_bytes`` is rejected as ``too_long`` unread;
+    a UTF-8 byte-order mark opening the file is dropped; a gzip or zstd stream that is cut
+    short or corrupt keeps the records before the damage and becomes one last record with
+    reason ``truncated_stream``; JSON nested too deeply for the parser is ``bad_json``."""
+    read = 0  # records yielded: the number the record after the last good one gets
+    try:
+        with _open_binary(path) as fh:
+            for number, (line, too_long) in enumerate(_lines(fh, max_line_bytes)):
+                read = number + 1
+                if number == 0 and line.startswith(codecs.BOM_UTF8):
+                    line = line[len(codecs.BOM_UTF8):]
+                line = line.rstrip(b"\r\n")
+                if too_long is not None:
+                    yield Record(path, number, raw=line.decode("utf-8", "replace"), reason="too_long",
+                                 detail=f"the line is {too_long:,} bytes, more than a text of max_doc_chars "
+                                        f"takes ({max_line_bytes:,} bytes); not parsed")
+                    continue
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    yield Record(path, number, raw=line.decode("utf-8", "replace"),
+                                 reason="not_utf8", detail=str(err))
+                    continue
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as err:
+                    yield Record(path, number, raw=text, reason="bad_json", detail=str(err))
+                    continue
+                except RecursionError:
+                    yield Record(path, number, raw=text, reason="bad_json",
+                                 detail="JSON nested too deeply to parse")
+                    continue
+                yield Record(path, number, value=value, raw=text)
+    except _stream_errors() as err:
+        # the line being read when the stream broke (if any) is lost with it: this record stands for it
+        yield Record(path, read, reason="truncated_stream",
+                     detail=f"the compressed stream is cut short or corrupt after {read:,} records: "
+                            f"{type(err).__name__}: {err}")
 
 
 def read_parquet(path: str, batch_size: int = 4096) -> Iterator[Record]:
-    """Yield one Record per parquet row; non-string text values are judged by validation."""
-    parquet = pq.ParquetFile(path)
+    """Yield one Record per parquet row; non-string text values are judged by validation.
+
+    A file that is not readable parquet (cut short, its footer gone, bytes flipped) keeps the
+    rows read before the damage and becomes one last record with reason ``corrupt_file``."""
     number = 0
-    for batch in parquet.iter_batches(batch_size=batch_size):
-        for row in batch.to_pylist():
-            yield Record(path, number, value=row)
-            number += 1
+    try:
+        parquet = pq.ParquetFile(path)
+        for batch in parquet.iter_batches(batch_size=batch_size):
+            for row in batch.to_pylist():
+                yield Record(path, number, value=row)
+                number += 1
+    except (pa.ArrowException, OSError, ValueError, EOFError) as err:
+        yield Record(path, number, reason="corrupt_file",
+                     detail=f"not readable as parquet after {number:,} rows: {type(err).__name__}: {err}")
 
 
 def read_hf(name: str, split: str) -> Iterator[Record]:
@@ -209,7 +329,7 @@ def read_file(path: str, config: CorpusConfig) -> Iterator[Record]:
     elif _kind(path) == "parquet":
         yield from read_parquet(path)
     else:
-        yield from read_jsonl(path)
+        yield from read_jsonl(path, config.max_line_bytes)
 
 
 def iter_records(config: CorpusConfig) -> Iterator[Record]:
@@ -242,11 +362,16 @@ def validate(record: Record, config: CorpusConfig) -> tuple[str, str, str] | tup
         return "empty_text", f"{config.text_field!r} is empty or whitespace", ""
     if "\x00" in text or _has_surrogates(text):
         return "not_utf8", "text holds NUL or unpaired surrogate code points", ""
+    if len(text) > config.max_doc_chars:
+        return ("too_long",
+                f"the text is {len(text):,} characters, more than max_doc_chars ({config.max_doc_chars:,})", "")
     source = _lookup(value, config.source_field)
     if source is None:
         source = config.default_source
     elif not isinstance(source, str):
         return "wrong_type", f"{config.source_field!r} is {type(source).__name__}", ""
+    elif "\x00" in source or _has_surrogates(source):
+        return "not_utf8", f"{config.source_field!r} holds NUL or unpaired surrogate code points", ""
     return None, text, source
 
 
@@ -267,4 +392,7 @@ def _raw_of(record: Record) -> str:
 
 def _meta_of(record: Record, config: CorpusConfig) -> str | None:
     meta = record.value.get("meta") if isinstance(record.value, dict) else None
-    return json.dumps(meta, ensure_ascii=False, default=str) if meta is not None else None
+    if meta is None:
+        return None
+    # a lone surrogate in a meta value (a JSON escape) cannot be stored as UTF-8: replaced by "?"
+    return json.dumps(meta, ensure_ascii=False, default=str).encode("utf-8", "replace").decode("utf-8")
