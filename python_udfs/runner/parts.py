@@ -50,14 +50,27 @@ def part_fingerprint(doc_ids: list[int], texts: list[str], salt: str) -> str:
     return digest.hexdigest()
 
 
-def existing_fingerprint(path: Path) -> str | None:
-    """The fingerprint a part file was written with; None for a missing, torn or foreign file."""
+def existing_fingerprint(path: Path, verify: bool = True) -> str | None:
+    """The fingerprint a part file was written with; None for a missing, torn, corrupt or foreign file.
+
+    ``verify`` (the default) also reads every page back with its CRC checked (``write_atomic``
+    stores one per page): a byte flipped inside the data, which the footer alone cannot show
+    and which would otherwise be read as different data, makes the part count as absent, so it
+    is computed again. Batches are streamed, so memory stays at one row group."""
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None  # a torn or foreign file: compute this part again
     value = metadata.get(FINGERPRINT_KEY)
-    return value.decode() if value else None
+    if not value:
+        return None
+    if verify:
+        try:
+            for _batch in pq.ParquetFile(path, page_checksum_verification=True).iter_batches(batch_size=65_536):
+                pass
+        except (OSError, pa.ArrowException, ValueError, EOFError):
+            return None  # flipped bytes inside a page: never read as data
+    return value.decode()
 
 
 def part_info(path: Path) -> tuple[int, str | None]:
@@ -89,10 +102,10 @@ def write_atomic(
     try:
         if isinstance(data, pa.Table):
             rows = data.num_rows
-            pq.write_table(data.replace_schema_metadata(metadata), tmp)
+            pq.write_table(data.replace_schema_metadata(metadata), tmp, write_page_checksum=True)
         else:
             rows = 0
-            with pq.ParquetWriter(tmp, data.schema.with_metadata(metadata)) as writer:
+            with pq.ParquetWriter(tmp, data.schema.with_metadata(metadata), write_page_checksum=True) as writer:
                 for batch in data:
                     writer.write_batch(batch)
                     rows += batch.num_rows

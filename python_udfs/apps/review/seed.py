@@ -12,6 +12,7 @@ import io
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,13 @@ def write_atomically(path: Path, text: str) -> None:
     """
     path = Path(path)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    # a writer killed with SIGKILL leaves its temporary behind: one older than a minute is no live write
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if time.time() - stale.stat().st_mtime > 60:
+                stale.unlink()
+        except FileNotFoundError:
+            pass
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
