@@ -135,6 +135,7 @@ browser: ## apt-install chromium, chromedriver and tmux when missing (browser an
 # open while a build writes the file: run these after the build.
 shell: $(VENV)/.installed ## harlequin, a SQL IDE in the terminal, on DB (read-only)
 	@test -f "$(DB)" || { echo "no warehouse at $(DB): run make minipile (or pass DB=...)"; exit 1; }
+	@$(BIN)/python -m python_udfs.apps.warehouse check "$(DB)"
 	$(BIN)/harlequin --adapter duckdb --read-only "$(DB)"
 
 docs: $(VENV)/.installed ## dbt docs (lineage, every model and column) on http://127.0.0.1:DOCS_PORT/

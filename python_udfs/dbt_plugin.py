@@ -22,8 +22,22 @@ def given_vars(plugin_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in plugin_config.items() if v is not None and str(v).strip() not in ("None", "none")}
 
 
+class WarehouseInUse(RuntimeError):
+    """The warehouse is held by another process: said at once, before any model runs."""
+
+
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]) -> None:
+        plugin_config = dict(plugin_config)
+        path = plugin_config.pop("path", None)
+        if path and str(path) != ":memory:":
+            # a second dbt build (or one beside make shell / make review) would otherwise fail with
+            # DuckDB's traceback from deep inside the adapter; say who holds the file instead
+            from python_udfs.apps.warehouse import check_free
+
+            problem = check_free(path, read_only=False)
+            if problem:
+                raise WarehouseInUse(problem)
         self.embed_config = udfs.embed_config(given_vars(plugin_config))
 
     @property

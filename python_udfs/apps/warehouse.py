@@ -9,6 +9,8 @@ the working directory. A missing file or one locked by a build raises
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,50 @@ from python_udfs import settings
 
 class WarehouseUnavailable(Exception):
     """The warehouse cannot be read now; the message says what to do."""
+
+
+def _command_of(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    words = [w.decode("utf-8", "replace") for w in raw.split(b"\0") if w]
+    # the program's own name and its first arguments: `dbt build --threads 2`, `harlequin ...`
+    words = [Path(words[0]).name, *words[1:]] if words else []
+    if len(words) > 1 and words[0].startswith("python"):
+        words = words[1:]
+        words[0] = Path(words[0]).name if words[0].startswith("/") else words[0]
+    return " ".join(" ".join(words).split())[:120]
+
+
+def lock_message(db: str | Path, error: BaseException | str, wanted: str) -> str | None:
+    """A readable message for DuckDB's lock error on ``db`` (None when ``error`` is not one):
+    which process holds it (PID and command), and what to do. ``wanted``: what was refused."""
+    text = str(error)
+    if "lock" not in text.lower():
+        return None
+    match = re.search(r"\(PID (\d+)\)", text)
+    holder = "another process"
+    if match:
+        pid = int(match[1])
+        command = _command_of(pid)
+        holder = f"process {pid}" + (f" ({command})" if command else "")
+    return (f"The warehouse {db} is in use by {holder}: DuckDB lets one process write it, or several read "
+            f"it, never both. {wanted} was refused at once and nothing was changed. Wait for that process "
+            "to finish (a dbt build, or close make shell / make review), then run it again.")
+
+
+def check_free(db: str | Path, read_only: bool) -> str | None:
+    """None when ``db`` can be opened now (read-only, or for writing); else why not. Opens and
+    closes it at once; a missing file is free (a build creates it)."""
+    db = Path(db)
+    if not db.exists():
+        return None
+    try:
+        duckdb.connect(str(db), read_only=read_only).close()
+    except duckdb.Error as exc:
+        return lock_message(db, exc, "Reading it" if read_only else "Writing it (dbt build)")
+    return None
 
 
 def sql_string(text: str) -> str:
@@ -46,11 +92,9 @@ class WarehouseReader:
         try:
             con = duckdb.connect(str(self.db), read_only=True)
         except duckdb.Error as exc:
-            if "lock" in str(exc).lower():
-                raise WarehouseUnavailable(
-                    f"The warehouse {self.db} is locked by another process (a running dbt build?): "
-                    "try again when it has finished."
-                ) from exc
+            message = lock_message(self.db, exc, "Reading it")
+            if message:
+                raise WarehouseUnavailable(message) from exc
             raise WarehouseUnavailable(f"Cannot open the warehouse {self.db}: {exc}") from exc
         try:
             con.execute(f"set file_search_path = {sql_string(str(self.root.resolve()))}")
@@ -64,3 +108,24 @@ class WarehouseReader:
         return {row[0] for row in con.execute(
             "select table_name from information_schema.tables where table_schema = 'main'"
         ).fetchall()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m python_udfs.apps.warehouse check DB [--write]`: exit 1 with the reason when DB is
+    locked (make shell runs it before harlequin, which would show only DuckDB's raw error)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m python_udfs.apps.warehouse")
+    parser.add_argument("command", choices=["check"])
+    parser.add_argument("db", type=Path)
+    parser.add_argument("--write", action="store_true", help="check that it can be written (default: read)")
+    args = parser.parse_args(argv)
+    problem = check_free(args.db, read_only=not args.write)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
