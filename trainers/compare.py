@@ -45,8 +45,9 @@ SEED_METRICS = ("acc", "perplexity")
 
 
 def higher_is_better(metric: str) -> bool:
-    """lm-eval's direction by metric name: perplexities and bits_per_byte go down."""
-    return not (metric.endswith("perplexity") or metric == "bits_per_byte")
+    """lm-eval's direction by metric name: perplexities, bits_per_byte and the held-out
+    `loss` go down."""
+    return not (metric.endswith("perplexity") or metric in ("bits_per_byte", "loss"))
 
 
 def compare(value_a: float, stderr_a: float | None, value_b: float, stderr_b: float | None,

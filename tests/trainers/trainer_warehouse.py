@@ -62,6 +62,9 @@ def build_warehouse(path: Path) -> None:
             where n < 48
         """)
         create_variants(con)
+        con.execute("""create table cluster_assignments as
+                       select doc_id, (doc_id % 5)::integer as cluster_id, 0.0::double as distance
+                       from documents""")
         create_tokens_view(con, str(part.parent / "part-*.parquet"))
 
 
