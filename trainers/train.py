@@ -429,7 +429,8 @@ def _train(cfg, env, accum, global_batch, run_dir, say, on_step) -> dict:
             batch_size=global_batch, packing=cfg.packing, lr=cfg.lr, min_lr=cfg.min_lr,
             init_from=cfg.init_from, seed=cfg.seed, final_loss=last_loss,
             final_val_loss=last_val, wall_seconds=wall, device=str(env.device),
-            world_size=env.world, train_config=json.dumps(cfg.to_dict()))
+            world_size=env.world, train_config=json.dumps(cfg.to_dict()),
+            optimizer=cfg.resolved()["optimizer"], schedule=cfg.resolved()["schedule"])
         return run_row
 
     def flush(status: str, finished: bool = False, ckpt_path: Path | None = None) -> None:
