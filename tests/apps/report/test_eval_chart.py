@@ -69,9 +69,10 @@ def test_chart_draws_the_headline_rows_in_one_screen(tmp_path: Path, n_models: i
 def test_means_over_seeds_come_from_eval_variant_scores(tmp_path: Path) -> None:
     con = _warehouse(["exp-tiny-uniform-s1"])
     con.execute("""create table eval_variant_scores as select * from (values
-        ('exp-tiny-uniform', 'arc_easy', 'acc', 20, 3, 0.31, 0.29, 0.33),
-        ('exp-tiny-density', 'arc_easy', 'acc', 20, 3, 0.35, 0.32, 0.38))
-        t(experiment, task, metric, doc_limit, n_seeds, value_mean, ci95_low, ci95_high)""")
+        ('exp-tiny-uniform', 'arc_easy', 'acc', 20, 3, 0.31, 0.29, 0.33, 0.01, 0.30, 0.32),
+        ('exp-tiny-density', 'arc_easy', 'acc', 20, 3, 0.35, 0.32, 0.38, 0.02, 0.33, 0.37))
+        t(experiment, task, metric, doc_limit, n_seeds, value_mean, ci95_low, ci95_high, value_sd,
+          value_min, value_max)""")
     wh = _tables(con)
     scores = sec.score_rows(wh)
     assert [(s.model, s.value, s.low, s.n_seeds) for s in scores] == [
@@ -79,3 +80,4 @@ def test_means_over_seeds_come_from_eval_variant_scores(tmp_path: Path) -> None:
     with plt.rc_context(STYLE):
         section = sec.eval_comparison(wh, Report(tmp_path))
     assert "eval_variant_scores" in section.body and section.figures == ["eval_comparison.png"]
+    assert "0.02 (0.33 \u2013 0.37)" in section.body  # the spread over seeds

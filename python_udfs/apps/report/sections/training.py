@@ -70,6 +70,9 @@ class Score:
     low: float | None
     high: float | None
     n_seeds: int
+    sd: float | None = None  # over seeds (eval_variant_scores), else None
+    low_seed: float | None = None  # the lowest and highest seed's value
+    high_seed: float | None = None
 
 
 def score_rows(wh: Tables) -> list[Score]:
@@ -78,20 +81,26 @@ def score_rows(wh: Tables) -> list[Score]:
     model was scored with several --limit values, the full split wins, then the largest."""
     if wh.has("eval_variant_scores") and not wh.empty("eval_variant_scores"):
         sql = """select experiment, task, metric, value_mean, ci95_low, ci95_high, n_seeds,
-                        doc_limit from eval_variant_scores where value_mean is not null"""
+                        doc_limit, value_sd, value_min, value_max
+                 from eval_variant_scores where value_mean is not null"""
     elif wh.has("eval_scores") and not wh.empty("eval_scores"):
         limit = "doc_limit" if "doc_limit" in wh.columns("eval_scores") else "null::integer"
         sql = f"""select model, task, metric, value, value - 1.96 * stderr, value + 1.96 * stderr, 1,
-                         {limit} from eval_scores where value is not null"""
+                         {limit}, null::double, null::double, null::double
+                  from eval_scores where value is not null"""
     else:
         return []
     _, rows = wh.rows(f"""
         select * exclude (k) from (
             select *, row_number() over (partition by m, t, me order by lim is null desc, lim desc) as k
-            from ({sql}) as s(m, t, me, v, lo, hi, seeds, lim))
+            from ({sql}) as s(m, t, me, v, lo, hi, seeds, lim, sd, vmin, vmax))
         where k = 1 order by m, t, me""")
-    return [Score(r[0], r[1], r[2], float(r[3]), None if r[4] is None else float(r[4]),
-                  None if r[5] is None else float(r[5]), int(r[6])) for r in rows]
+
+    def num(v):
+        return None if v is None else float(v)
+
+    return [Score(r[0], r[1], r[2], float(r[3]), num(r[4]), num(r[5]), int(r[6]), num(r[8]), num(r[9]),
+                  num(r[10])) for r in rows]
 
 
 def is_headline(score: Score) -> bool:
@@ -144,7 +153,9 @@ def headline_figure(scores: list[Score]):
 
 def _score_cells(s: Score) -> tuple:
     interval = "" if s.low is None else f"[{fmt(s.low)}, {fmt(s.high)}]"
-    return (s.model, s.task, s.metric, fmt(s.value), interval, s.n_seeds)
+    spread = ("" if s.sd is None else
+              f"{fmt(s.sd)} ({fmt(s.low_seed)} \u2013 {fmt(s.high_seed)})")
+    return (s.model, s.task, s.metric, fmt(s.value), interval, s.n_seeds, spread)
 
 
 def eval_comparison(wh: Tables, report: Report) -> Section:
@@ -165,7 +176,8 @@ def eval_comparison(wh: Tables, report: Report) -> Section:
                     "and its 95% interval (value \u00b1 1.96 stderr"
                     + ("; for an experiment over seeds, the mean with the interval of eval_variant_scores"
                        if seeds > 1 else "") + "). Lower is better where the arrow points down.</p>")
-    columns = ["model", "task", "metric", "value", "95% interval", "seeds"]
+    columns = ["model", "task", "metric", "value (mean over seeds)", "95% interval", "seeds",
+               "sd over seeds (min \u2013 max)"]
     head = [_score_cells(s) for s in scores if is_headline(s)]
     if head:
         body.append(html_table(columns, head))
