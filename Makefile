@@ -116,12 +116,14 @@ EXP_SEEDS ?= 1## make experiment's training seeds per variant (with VARIANTS): 1
 EXP_BASELINE ?= uniform## make experiment's variant the others are compared with (with VARIANTS)
 EXP_HELDOUT ?= 500## make experiment's held-out documents for the held-out loss (0: none)
 EXP_EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PILEHOUSE) evaluate --tasks $(EXP_TASKS) --limit $(EXP_LIMIT)
-EXP_TRAIN := $(PILEHOUSE) train --preset $(EXP_PRESET) --steps $(EXP_STEPS) --out-dir checkpoints
+EXP_OUT ?= checkpoints## make experiment's folder of runs (EXP_OUT/<run_id>/final is evaluated)
+EXP_TRAIN_FLAGS ?=## make experiment's extra pilehouse train flags, e.g. "--recipe pilehouse"
+EXP_TRAIN := $(PILEHOUSE) train --preset $(EXP_PRESET) --steps $(EXP_STEPS) --out-dir $(EXP_OUT) $(EXP_TRAIN_FLAGS)
 experiment: $(VENV)/.installed ## train on MiniPile and on all documents (or on VARIANTS x EXP_SEEDS), evaluate, compare
 ifeq ($(strip $(VARIANTS)),)
 	for data in minipile documents; do \
 	  $(EXP_TRAIN) --dataset $$data --run-id exp-$(EXP_PRESET)-$$data || exit 1; \
-	  $(EXP_EVAL) --model checkpoints/exp-$(EXP_PRESET)-$$data/final --name exp-$(EXP_PRESET)-$$data \
+	  $(EXP_EVAL) --model $(EXP_OUT)/exp-$(EXP_PRESET)-$$data/final --name exp-$(EXP_PRESET)-$$data \
 	    --heldout-docs $(EXP_HELDOUT) || exit 1; \
 	done
 	$(EXP_EVAL) --smollm2
@@ -131,7 +133,7 @@ else
 	for variant in $(VARIANTS); do for seed in $$(seq 1 $(EXP_SEEDS)); do \
 	  run=exp-$(EXP_PRESET)-$$variant-s$$seed; \
 	  $(EXP_TRAIN) --dataset $$variant --seed $$seed --run-id $$run || exit 1; \
-	  $(EXP_EVAL) --model checkpoints/$$run/final --name $$run --heldout-docs $(EXP_HELDOUT) || exit 1; \
+	  $(EXP_EVAL) --model $(EXP_OUT)/$$run/final --name $$run --heldout-docs $(EXP_HELDOUT) || exit 1; \
 	done; done
 	$(DBT) build --select eval_pairs eval_comparison eval_variant_scores \
 	  --vars '{experiment_baseline: $(EXP_BASELINE)}'
