@@ -87,12 +87,26 @@ def select_heldout(db: str | Path, n: int, seed: int) -> list[HeldoutDoc]:
     return [HeldoutDoc(int(r[0]), r[1], None if r[2] is None else int(r[2]), r[3]) for r in rows]
 
 
+def _batches(order: list[int], lengths: list[int], batch_size: int, tokens_per_batch: int) -> list[list[int]]:
+    """Consecutive runs of `order` (sorted by length) of at most batch_size rows whose padded
+    size (rows x longest) stays within tokens_per_batch (a longer document goes alone)."""
+    out: list[list[int]] = []
+    for i in order:
+        if out and len(out[-1]) < batch_size and (len(out[-1]) + 1) * lengths[i] <= tokens_per_batch:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def document_losses(model, tokenizer, texts: Sequence[str], *, max_tokens: int | None = None,
-                    batch_size: int = 8, device: str = "cpu") -> np.ndarray:
+                    batch_size: int = 8, device: str = "cpu", tokens_per_batch: int = 4096) -> np.ndarray:
     """Mean next-token loss (nats) of each text; NaN for a text of fewer than two tokens.
 
     Texts are batched by length and right-padded; padding is masked out of attention and
-    loss, so a document's loss does not depend on its batch.
+    loss, so a document's loss does not depend on its batch. A batch holds at most
+    tokens_per_batch padded positions, which bounds the [rows, width, vocab] logits (4,096
+    positions of Pythia's 50,304-way vocabulary: 0.8 GB in float32).
     """
     import torch
     import torch.nn.functional as F
@@ -104,8 +118,7 @@ def document_losses(model, tokenizer, texts: Sequence[str], *, max_tokens: int |
     order = [i for i in order if len(ids[i]) >= 2]
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in _batches(order, [len(x) for x in ids], batch_size, tokens_per_batch):
             width = max(len(ids[i]) for i in chunk)
             x = torch.zeros((len(chunk), width), dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)

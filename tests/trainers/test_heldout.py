@@ -73,6 +73,10 @@ def test_losses_match_transformers_document_by_document(warehouse, tiny_model):
     model, tok = heldout.load_model(str(tiny_model))
     losses = heldout.document_losses(model, tok, [d.text for d in docs], max_tokens=MAX_TOKENS,
                                      batch_size=4)
+    # smaller batches (a token budget of two documents) give the same losses
+    again = heldout.document_losses(model, tok, [d.text for d in docs], max_tokens=MAX_TOKENS,
+                                    batch_size=4, tokens_per_batch=2 * MAX_TOKENS)
+    assert again.tolist() == pytest.approx(losses.tolist(), rel=1e-6)
     expected = []
     with torch.no_grad():
         for d in docs:  # one document at a time, no padding; HF shifts the labels itself
@@ -95,6 +99,14 @@ def test_losses_match_transformers_document_by_document(warehouse, tiny_model):
     clusters = {k for k in by_task if k.startswith("heldout_loss:cluster=")}
     assert clusters == {f"heldout_loss:cluster={d.cluster_id}" for d in docs}
     assert sum(by_task[k]["n"] for k in clusters) == 10
+
+
+def test_batches_keep_the_token_budget():
+    lengths = [5, 10, 10, 10, 40, 3]
+    order = sorted(range(6), key=lambda i: lengths[i])
+    batches = heldout._batches(order, lengths, batch_size=3, tokens_per_batch=30)
+    assert batches == [[5, 0, 1], [2, 3], [4]]
+    assert sorted(i for b in batches for i in b) == list(range(6))
 
 
 def test_evaluate_writes_the_heldout_rows(warehouse, tiny_model):
