@@ -98,7 +98,16 @@ def setup_env(cfg: TrainConfig) -> Env:
     if dtype == torch.float16 and kind != "cuda":
         raise ValueError("fp16 autocast is CUDA only (the seed's mixed precision); on "
                          f"{kind} use --dtype bf16 (where the CPU has bf16 support) or fp32")
+    if dtype == torch.bfloat16 and kind == "cpu" and not cpu_has_bf16():
+        print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 autocast is "
+              "emulated and slower than fp32", file=sys.stderr)
     return Env(rank, world, local_rank, device, dtype)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def grad_accum_steps(cfg: TrainConfig, world: int) -> int:

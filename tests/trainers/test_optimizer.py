@@ -121,6 +121,9 @@ def test_fp16_is_cuda_only():
     with pytest.raises(ValueError, match="CUDA only"):
         tr.setup_env(TrainConfig(device="cpu", dtype="fp16"))
     assert tr.setup_env(TrainConfig(device="cpu")).dtype == torch.float32
+    assert tr.setup_env(TrainConfig(device="cpu", dtype="bf16")).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        tr.setup_env(TrainConfig(device="cpu", dtype="fp8"))
 
 
 def test_resuming_a_run_saved_before_recipes_is_refused_under_the_seed_recipe():
