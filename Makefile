@@ -101,20 +101,44 @@ bench-scale: $(VENV)/.installed ## every step at N/4N/16N docs, Ray vs local, Pi
 # The seed's experiment at CPU scale: the same preset and steps trained on MiniPile and on
 # every document, both evaluated (with the pretrained SmolLM2-135M as a reference), compared
 # in eval_comparison (pairs in seeds/eval_pairs.csv). Run after `make minipile`.
+# With VARIANTS="uniform density ...": one run per variant of minipile_variant_documents
+# (`minipile` = the minipile table) and seed 1..EXP_SEEDS, all at the same token budget
+# (EXP_STEPS x the preset's batch x seq_len), named exp-EXP_PRESET-VARIANT-sSEED; each is
+# evaluated (EXP_TASKS, plus the held-out loss on EXP_HELDOUT unsampled documents) and
+# compared with EXP_BASELINE's run of the same seed (eval_comparison derives the pairs from
+# the runs; eval_variant_scores has mean, sd and 95% interval over seeds). docs/training.md.
 EXP_PRESET ?= tiny## make experiment's model preset
 EXP_STEPS ?= 200## make experiment's optimizer steps
 EXP_LIMIT ?= 20## make experiment's documents per task
 EXP_TASKS ?= arc_easy,arc_challenge,mmlu,hellaswag,winogrande,lambada_openai,blimp## make experiment's tasks
+VARIANTS ?=## make experiment's sampling variants, e.g. "uniform density" (empty: minipile against documents)
+EXP_SEEDS ?= 1## make experiment's training seeds per variant (with VARIANTS): 1..EXP_SEEDS
+EXP_BASELINE ?= uniform## make experiment's variant the others are compared with (with VARIANTS)
+EXP_HELDOUT ?= 500## make experiment's held-out documents for the held-out loss (0: none)
 EXP_EVAL := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PILEHOUSE) evaluate --tasks $(EXP_TASKS) --limit $(EXP_LIMIT)
-experiment: $(VENV)/.installed ## train on MiniPile and on all documents, evaluate, compare (after make minipile)
+EXP_OUT ?= checkpoints## make experiment's folder of runs (EXP_OUT/<run_id>/final is evaluated)
+EXP_TRAIN_FLAGS ?=## make experiment's extra pilehouse train flags, e.g. "--recipe pilehouse"
+EXP_TRAIN := $(PILEHOUSE) train --preset $(EXP_PRESET) --steps $(EXP_STEPS) --out-dir $(EXP_OUT) $(EXP_TRAIN_FLAGS)
+experiment: $(VENV)/.installed ## train on MiniPile and on all documents (or on VARIANTS x EXP_SEEDS), evaluate, compare
+ifeq ($(strip $(VARIANTS)),)
 	for data in minipile documents; do \
-	  $(PILEHOUSE) train --preset $(EXP_PRESET) --dataset $$data --steps $(EXP_STEPS) \
-	    --run-id exp-$(EXP_PRESET)-$$data --out-dir checkpoints || exit 1; \
-	  $(EXP_EVAL) --model checkpoints/exp-$(EXP_PRESET)-$$data/final --name exp-$(EXP_PRESET)-$$data || exit 1; \
+	  $(EXP_TRAIN) --dataset $$data --run-id exp-$(EXP_PRESET)-$$data || exit 1; \
+	  $(EXP_EVAL) --model $(EXP_OUT)/exp-$(EXP_PRESET)-$$data/final --name exp-$(EXP_PRESET)-$$data \
+	    --heldout-docs $(EXP_HELDOUT) || exit 1; \
 	done
 	$(EXP_EVAL) --smollm2
-	$(DBT) build --select eval_pairs eval_comparison
+	$(DBT) build --select eval_pairs eval_comparison eval_variant_scores
 	$(PILEHOUSE) compare exp-$(EXP_PRESET)-documents exp-$(EXP_PRESET)-minipile --all
+else
+	for variant in $(VARIANTS); do for seed in $$(seq 1 $(EXP_SEEDS)); do \
+	  run=exp-$(EXP_PRESET)-$$variant-s$$seed; \
+	  $(EXP_TRAIN) --dataset $$variant --seed $$seed --run-id $$run || exit 1; \
+	  $(EXP_EVAL) --model $(EXP_OUT)/$$run/final --name $$run --heldout-docs $(EXP_HELDOUT) || exit 1; \
+	done; done
+	$(DBT) build --select eval_pairs eval_comparison eval_variant_scores \
+	  --vars '{experiment_baseline: $(EXP_BASELINE)}'
+	$(PILEHOUSE) compare --variants --prefix exp-$(EXP_PRESET)- --baseline $(EXP_BASELINE)
+endif
 
 # The cluster review page (python_udfs/apps/review): a local web page over the warehouse, opened
 # read-only; its form writes seeds/cluster_exclusions.csv. Loopback only.

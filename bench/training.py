@@ -106,6 +106,7 @@ def main() -> None:
         cfg = TrainConfig.from_preset(
             args.preset, steps=args.steps, db=args.db, out_dir=tmp, log_to_db=False,
             eval_every=0, checkpoint_every=10**6, progress=False, run_id="bench",
+            recipe="pilehouse",  # AdamW on matrices and a cosine: what transformers.Trainer runs
         )
         accum = grad_accum_steps(cfg, 1)
         tokens_per_step = cfg.micro_batch_size * accum * cfg.seq_len

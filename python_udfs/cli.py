@@ -4,6 +4,7 @@
     pilehouse scan --model smollm2 --docs 20 --where "d.source = 'BBC News'"
     pilehouse quotas cluster_stats.csv --sampling-strategy density --total 1010500
     pilehouse train --preset tiny --dataset minipile
+    pilehouse export minipile --out exports/minipile
     pilehouse bench ngrams --docs 1000
     pilehouse COMMAND --help          # that tool's own flags
 
@@ -64,7 +65,10 @@ COMMANDS = {
                       ("python_udfs.apps.report.build:main",)),
     "train": Command("train a Pythia-style model on a warehouse table (resumable)", ("trainers.train:main",)),
     "evaluate": Command("score a model with lm-evaluation-harness into eval_scores", ("trainers.evaluate:main",)),
-    "compare": Command("compare two models' eval_scores with 95% intervals", ("trainers.compare:main",)),
+    "compare": Command("compare two models' eval_scores with 95% intervals (--variants: an experiment)",
+                       ("trainers.compare:main",)),
+    "export": Command("write minipile, a variant or a catalog table as a Hugging Face dataset folder",
+                      ("python_udfs.export:main",)),
     "bench": Command("benchmarks against their baselines: pilehouse bench NAME", commands=BENCHMARKS),
 }
 

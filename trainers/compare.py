@@ -2,6 +2,7 @@
 
     python -m trainers.compare pythia-160m-pile pythia-160m-minipile          # seed's table
     python -m trainers.compare A B --all --db other.duckdb                    # every row
+    python -m trainers.compare --variants --prefix exp-tiny-   # an experiment over variants
 
 For each (task, metric) both models were scored on (same --limit), with a, b the two
 scores and se_a, se_b lm-eval's standard errors:
@@ -40,13 +41,15 @@ SEED_BENCHMARKS = {
     "lambada_standard": "Lambada (Std)",
     "blimp": "BLiMP",
     "arc_easy": "ARC-Easy",
+    "heldout_loss": "Held-out loss",  # not the seed's: pilehouse's, trainers/heldout.py
 }
-SEED_METRICS = ("acc", "perplexity")
+SEED_METRICS = ("acc", "perplexity", "loss")
 
 
 def higher_is_better(metric: str) -> bool:
-    """lm-eval's direction by metric name: perplexities and bits_per_byte go down."""
-    return not (metric.endswith("perplexity") or metric == "bits_per_byte")
+    """lm-eval's direction by metric name: perplexities, bits_per_byte and the held-out
+    `loss` go down."""
+    return not (metric.endswith("perplexity") or metric in ("bits_per_byte", "loss"))
 
 
 def compare(value_a: float, stderr_a: float | None, value_b: float, stderr_b: float | None,
@@ -71,6 +74,15 @@ def compare(value_a: float, stderr_a: float | None, value_b: float, stderr_b: fl
             interpretation = f"{model_b if (difference > 0) == better_high else model_a} better"
     return {"pct_difference": pct, "ci95_low": low, "ci95_high": high,
             "interpretation": interpretation, "higher_is_better": better_high}
+
+
+def compare_sql(pairs: str = "eval_pairs") -> str:
+    """COMPARE_SQL reading its (model_a, model_b) pairs from `pairs` (a table name or a
+    parenthesised query) instead of the `eval_pairs` table."""
+    marker = "    from eval_pairs\n"
+    if COMPARE_SQL.count(marker) != 1:
+        raise AssertionError("compare.sql must read eval_pairs exactly once")
+    return COMPARE_SQL.replace(marker, f"    from {pairs} as p\n")
 
 
 def comparison(con: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -135,18 +147,45 @@ def markdown_table(rows: list[dict], model_a: str, model_b: str, *, seed_only: b
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_a", help="eval_scores.model of the baseline (A)")
-    parser.add_argument("model_b", help="eval_scores.model compared with it (B)")
+    parser.add_argument("model_a", nargs="?", help="eval_scores.model of the baseline (A)")
+    parser.add_argument("model_b", nargs="?", help="eval_scores.model compared with it (B)")
     parser.add_argument("--db", default=str(db_path()),
                         help="warehouse file (default %(default)s, from $PILEHOUSE_DB when set)")
     parser.add_argument("--all", action="store_true",
                         help="every shared (task, metric), not only the seed's rows")
+    parser.add_argument("--variants", action="store_true",
+                        help="an experiment over variants (make experiment VARIANTS=...): mean, sd "
+                             "and 95%% interval over seeds per (variant, task, metric), then each "
+                             "experiment pair against the baseline")
+    parser.add_argument("--prefix", default="exp-",
+                        help="with --variants: the experiments whose name starts so (default exp-)")
+    parser.add_argument("--baseline", default="uniform",
+                        help="with --variants: the variant compared against (default uniform)")
     args = parser.parse_args(argv)
+    if args.variants:
+        return _variants_main(args)
+    if not (args.model_a and args.model_b):
+        parser.error("give model_a and model_b, or --variants")
     rows = compare_models(args.db, args.model_a, args.model_b)
     if not rows:
         raise SystemExit(f"no (task, metric) scored for both {args.model_a!r} and "
                          f"{args.model_b!r} with the same limit in {args.db}")
     print(markdown_table(rows, args.model_a, args.model_b, seed_only=not args.all))
+
+
+def _variants_main(args) -> None:
+    from trainers import experiment
+
+    rows = experiment.variant_scores(args.db, args.prefix)
+    if not rows:
+        raise SystemExit(f"no eval_scores of models named {args.prefix}* in {args.db}")
+    print(experiment.variants_table(rows, headline_only=not args.all))
+    pairs = [p for p in experiment.experiment_pairs(args.db, args.baseline)
+             if p[0].startswith(args.prefix)]
+    for model_a, model_b in pairs:
+        print(f"\n{model_b} against {model_a}:\n")
+        print(markdown_table(compare_models(args.db, model_a, model_b), model_a, model_b,
+                             seed_only=not args.all))
 
 
 if __name__ == "__main__":

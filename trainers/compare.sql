@@ -5,7 +5,7 @@
 --   pct_difference = 100 * (b - a) / a                      (null when a = 0)
 --   ci95 of b - a  = (b - a) -/+ 1.96 * sqrt(se_a^2 + se_b^2) (null when a stderr is null)
 --   interpretation = 'difference not significant' when the interval contains 0, else
---                    '<model> better', lower being better for perplexities and bits_per_byte.
+--                    '<model> better', lower being better for perplexities, bits_per_byte and loss.
 -- Both models must have been scored with the same --limit (doc_limit); when a pair shares
 -- several, the full split (null) wins, then the largest limit.
 with
@@ -61,7 +61,7 @@ intervals as (
         *,
         value_b - value_a as difference,
         1.96 * sqrt(pow(stderr_a, 2) + pow(stderr_b, 2)) as margin,
-        not (metric like '%perplexity' or metric = 'bits_per_byte') as higher_is_better,
+        not (metric like '%perplexity' or metric in ('bits_per_byte', 'loss')) as higher_is_better,
     from matched
 ),
 

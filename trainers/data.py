@@ -54,6 +54,7 @@ TOKEN_DTYPE = np.dtype("<u2")  # NeoX ids fit 16 bits (nanoGPT's train.bin is np
 SNAPSHOT_FORMAT = "neox-uint16-v1"  # what meta.json's `format` says; older snapshots held text
 EXPORT_BATCH = 2048  # documents per Arrow batch while writing a snapshot
 TOKENS_TABLE = "document_tokens"
+VARIANTS_TABLE = "minipile_variant_documents"  # (variant, doc_id, split, cluster_id): the sampling variants
 # Datasets known to carry documents.text unchanged: their text need not be compared.
 DOCUMENT_TEXT_TABLES = frozenset({"documents", "minipile"})
 BUILD_TOKENS = ("build it with `dbt build --select tag:ngrams` (it tokenizes every document by default; a "
@@ -92,7 +93,9 @@ def source_queries(
     seed: int,
     shuffle: bool,
 ) -> SourceQueries:
-    """SQL for the training and validation documents of `dataset` (a table name or `sql:...`).
+    """SQL for the training and validation documents of `dataset`: a table or view name,
+    `sql:...`, or a sampling variant's name (`variant:NAME`, or NAME alone when no table has
+    that name): its `train` split of minipile_variant_documents trains, `validation` validates.
 
     The rows name documents by `doc_id` (their ids are looked up in document_tokens). Sources
     with a `split` column (minipile) are split by it; others hold out the rows whose
@@ -102,10 +105,14 @@ def source_queries(
     """
     if dataset.startswith("sql:"):
         source = f"({dataset[4:].strip().rstrip(';')})"
+    elif dataset.startswith("variant:") or (
+            dataset.replace("_", "").replace(".", "").replace("-", "").isalnum()
+            and not relation_exists(con, dataset)):
+        source = variant_source(con, dataset.removeprefix("variant:"))
     elif dataset.replace("_", "").replace(".", "").isalnum():
         source = dataset
     else:
-        raise ValueError(f"dataset must be a table name or 'sql:select ...', got {dataset!r}")
+        raise ValueError(f"dataset must be a table name, a variant name or 'sql:select ...', got {dataset!r}")
     columns = [d[0] for d in con.sql(f"select * from {source} as s limit 0").description]
     if "doc_id" not in columns:
         raise ValueError(
@@ -130,6 +137,45 @@ def source_queries(
 
     order = f"md5('shuffle:{int(seed)}:' || doc_key), doc_id" if shuffle else "doc_id"
     return SourceQueries(rows(train_where), rows(val_where), order, "doc_id", source, columns, how)
+
+
+def relation_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """A table or view called `name` (schema.name allowed) in the warehouse."""
+    schema, _, table = name.rpartition(".")
+    sql = "select count(*) from information_schema.tables where table_name = ?"
+    params = [table]
+    if schema:
+        sql += " and table_schema = ?"
+        params.append(schema)
+    return con.execute(sql, params).fetchall()[0][0] > 0
+
+
+def known_variants(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The variant names of `minipile_variant_documents` (empty when the mart is missing)."""
+    if not relation_exists(con, VARIANTS_TABLE):
+        return []
+    return [r[0] for r in con.execute(
+        f"select distinct variant from {VARIANTS_TABLE} order by variant").fetchall()]
+
+
+def variant_source(con: duckdb.DuckDBPyConnection, variant: str) -> str:
+    """The FROM expression of one sampling variant: its documents with their split.
+
+    `minipile_variant_documents` (variant, doc_id, split, cluster_id) names the documents;
+    text is not needed (the ids come from document_tokens, which is documents.text
+    tokenized). `minipile` as a variant name is the minipile table itself.
+    """
+    if variant == "minipile":
+        return "minipile"
+    variants = known_variants(con)
+    if variant not in variants:
+        known = ", ".join(variants) if variants else f"none: the warehouse has no {VARIANTS_TABLE}"
+        raise ValueError(
+            f"unknown dataset {variant!r}: not a table or view of the warehouse and not a "
+            f"variant of {VARIANTS_TABLE} (known variants: {known}); a dataset is "
+            "minipile, documents, a table, a variant name or 'sql:select ...'")
+    return (f"(select doc_id, split, cluster_id from {VARIANTS_TABLE} "
+            f"where variant = {sql_string(variant)})")
 
 
 def connect_read_only(db: str | Path) -> duckdb.DuckDBPyConnection:

@@ -34,7 +34,7 @@ import duckdb
 import pyarrow as pa
 
 from python_udfs.ngrams.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir  # noqa: F401 (used by callers as ev.*)
-from python_udfs.settings import db_path
+from python_udfs.settings import db_path, default
 
 # Contract columns first (../shared/warehouse-contract.md, "Training and evaluation").
 COLUMNS = {
@@ -198,6 +198,9 @@ def evaluate(
     blimp_dir: str | os.PathLike | None = None,
     bootstrap_iters: int = 100_000,
     dtype: str = "auto",
+    heldout_docs: int = 0,
+    heldout_seed: int | None = None,
+    heldout_max_tokens: int | None = None,
 ) -> list[dict]:
     """Run lm-eval zero-shot on `tasks` and write the scores to `eval_scores` in `db`
     (default `settings.db_path()`, i.e. `$PILEHOUSE_DB` when set; pass db=False to skip).
@@ -207,17 +210,37 @@ def evaluate(
     name: `eval_scores.model` (default: the folder's or GGUF file's name).
     hub: use lm-eval's built-in tasks (downloads) instead of the offline ones.
     bootstrap_iters: lm-eval's resamples for stderrs without a closed form (perplexity).
+    heldout_docs: also score the held-out loss on this many documents no variant nor
+    minipile sampled (trainers/heldout.py; 0: not), sampled with heldout_seed (default the
+    `seed` setting), read from `db` (or settings.db_path() when db is False).
     Returns the rows written.
     """
+    from trainers import heldout
+
+    if not tasks and not heldout_docs:
+        raise ValueError("no tasks given (and no held-out loss asked for)")
+    db = str(db_path()) if db is None else db
+    device = device or default_device()
+    rows = _lm_eval_rows(model, tasks, limit, batch_size, device, gguf_file, name, hub, blimp_dir,
+                         bootstrap_iters, dtype) if tasks else []
+    if heldout_docs:
+        seed = int(default("seed")) if heldout_seed is None else int(heldout_seed)
+        rows += heldout.heldout_loss(
+            model, db if db is not False else db_path(), n=heldout_docs, seed=seed,
+            name=name or model_name(model, gguf_file), gguf_file=gguf_file, device=device,
+            batch_size=batch_size if isinstance(batch_size, int) else 8, max_tokens=heldout_max_tokens)
+    if db is not False:
+        write_scores(db, rows)
+    return rows
+
+
+def _lm_eval_rows(model, tasks, limit, batch_size, device, gguf_file, name, hub, blimp_dir,
+                  bootstrap_iters, dtype) -> list[dict]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     from trainers import tasks as local_tasks
 
-    if not tasks:
-        raise ValueError("no tasks given")
-    db = str(db_path()) if db is None else db
-    device = device or default_device()
     task_dir = None if hub else local_tasks.write_task_dir(blimp_directory=blimp_dir)
     try:
         manager = local_tasks.task_manager(hub=hub, task_dir=task_dir)
@@ -233,11 +256,8 @@ def evaluate(
         if task_dir is not None:
             shutil.rmtree(task_dir, ignore_errors=True)
     model_path = f"{model}/{gguf_file}" if gguf_file else model
-    rows = results_to_rows(output, name or model_name(model, gguf_file), limit,
+    return results_to_rows(output, name or model_name(model, gguf_file), limit,
                            "hub" if hub else "local", model_path)
-    if db is not False:
-        write_scores(db, rows)
-    return rows
 
 
 def _format(rows: list[dict]) -> str:
@@ -275,6 +295,13 @@ def main(argv: list[str] | None = None) -> None:
                         "or ../shared/benchmarks/blimp)")
     parser.add_argument("--bootstrap-iters", type=int, default=100_000,
                         help="resamples for bootstrap stderrs, e.g. perplexity (default 100000)")
+    parser.add_argument("--heldout-docs", type=int, default=0,
+                        help="also the held-out loss on N documents no variant nor minipile sampled "
+                             "(trainers/heldout.py; default 0: not; make experiment uses 500)")
+    parser.add_argument("--heldout-seed", type=int,
+                        help=f"seed of the held-out sample (default the seed var, {default('seed')})")
+    parser.add_argument("--heldout-max-tokens", type=int,
+                        help="cut each held-out document to N tokens (default the model's context)")
     args = parser.parse_args(argv)
 
     model, gguf_file, name = args.model, args.gguf_file, args.name
@@ -285,10 +312,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--model is required (or --smollm2)")
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks and not args.heldout_docs:
+        parser.error("--tasks is empty and --heldout-docs is 0: nothing to evaluate")
+    if args.heldout_docs < 0:
+        parser.error("--heldout-docs must be 0 or more")
     rows = evaluate(model, tasks, limit=args.limit, batch_size=batch_size, device=args.device,
                     gguf_file=gguf_file, db=False if args.no_db else args.db, name=name,
                     hub=args.hub, blimp_dir=args.blimp_dir,
-                    bootstrap_iters=args.bootstrap_iters, dtype=args.dtype)
+                    bootstrap_iters=args.bootstrap_iters, dtype=args.dtype,
+                    heldout_docs=args.heldout_docs, heldout_seed=args.heldout_seed,
+                    heldout_max_tokens=args.heldout_max_tokens)
     print(_format(rows))
     if not args.no_db:
         db = args.db or str(db_path())

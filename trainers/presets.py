@@ -1,8 +1,10 @@
 """Training config and named model presets: Pythia's real architectures plus a CPU-sized `tiny`.
 
 `TrainConfig` holds the seed's recipe as its defaults (Pythia-160M on MiniPile: Adam
-0.9/0.95, lr 6e-4 -> 6e-5 cosine after 10 warm-up steps, 1,024 steps of 1,024 sequences of
-2,048 tokens). A preset names a model architecture and may override a few training defaults
+0.9/0.95 with L2 weight decay 0.01 on every parameter, lr 6e-4 after 10 warm-up steps,
+transformers' cosine towards 0 clamped at 6e-5, fp16 autocast on GPU, 1,024 steps of 1,024
+sequences of 2,048 tokens; `recipe="pilehouse"` is AdamW on matrices with a cosine to 6e-5).
+A preset names a model architecture and may override a few training defaults
 (`tiny` shrinks everything so it trains in minutes on 2 CPU cores; `pythia-1.4b` uses
 Pythia's lower lr). Build a config with the preset's defaults through `TrainConfig.from_preset`:
 
@@ -55,10 +57,13 @@ class TrainConfig:
     micro_batch_size: int = 8  # sequences per forward/backward on one device
     grad_accum: int | None = None  # None: derived as batch_size / (micro_batch_size * world)
 
-    # --- optimizer and schedule (AdamW; no weight decay on biases and LayerNorm) -------------
+    # --- optimizer and schedule (RECIPES: the seed's Adam + L2, or pilehouse's AdamW) --------
+    recipe: str = "seed"  # seed: Adam+L2, clamped cosine, GPU fp16; pilehouse: AdamW, cosine to min_lr, bf16
+    optimizer: str | None = None  # adam_l2 or adamw; None: the recipe's
+    schedule: str | None = None  # cosine_clamped or cosine_to_min; None: the recipe's
     steps: int = 1024  # optimizer steps
     lr: float = 6e-4  # peak learning rate, reached after `warmup` steps
-    min_lr: float = 6e-5  # cosine decay ends here at the last step (lr / 10, as Pythia)
+    min_lr: float = 6e-5  # lr floor: cosine_clamped's clamp, cosine_to_min's end (lr / 10, Pythia)
     warmup: int = 10  # linear warm-up steps
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.95)
@@ -81,7 +86,7 @@ class TrainConfig:
     log_to_db: bool = True  # write training_runs / training_steps rows into `db`
     db_wait: float = 120.0  # seconds to retry a locked warehouse (a dbt build holds it)
     device: str = "auto"  # auto: cuda if available, else cpu
-    dtype: str = "auto"  # auto: bf16 (fp16 without bf16 support) autocast on GPU, fp32 on CPU
+    dtype: str = "auto"  # auto: the recipe's autocast on GPU (seed fp16, pilehouse bf16), fp32 on CPU; fp16 is GPU only
     progress: bool = True  # tqdm progress bar on stderr
 
     @classmethod
@@ -90,6 +95,19 @@ class TrainConfig:
         if preset not in PRESETS:
             raise KeyError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         return cls(**{**PRESETS[preset].train, **overrides, "preset": preset})
+
+    def resolved(self) -> dict[str, str]:
+        """The optimizer, schedule and GPU autocast dtype this config trains with."""
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
+        out = dict(RECIPES[self.recipe])
+        for key, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            value = getattr(self, key)
+            if value is not None:
+                if value not in choices:
+                    raise ValueError(f"unknown {key} {value!r}; choose from {', '.join(choices)}")
+                out[key] = value
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,8 +130,27 @@ class TrainConfig:
         """preset-dataset-hash: the same command in the same out_dir gives the same id."""
         key = {**self.semantic_dict(), "out_dir": str(Path(self.out_dir).resolve())}
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        source = "sql" if self.dataset.startswith("sql:") else self.dataset
+        source = "sql" if self.dataset.startswith("sql:") else self.dataset.replace(":", "-")
         return f"{self.preset}-{source}-{digest}"
+
+
+OPTIMIZERS = {
+    # The seed (MK2112/minicorpus, Pythia recipe): torch.optim.Adam over every parameter with
+    # weight_decay=0.01, which Adam adds to the gradient (L2: grad + wd * p, then the moments).
+    "adam_l2": "torch.optim.Adam on all parameters, weight decay added to the gradient (L2)",
+    # pilehouse's earlier default: decoupled decay (p -= lr * wd * p) on matrices only.
+    "adamw": "torch.optim.AdamW, decoupled weight decay on matrices only (not biases, LayerNorms)",
+}
+SCHEDULES = {
+    # transformers.get_cosine_schedule_with_warmup (linear warm-up from 0, cosine to 0 at the
+    # last step), every value raised to at least min_lr: max(lr(t), min_lr).
+    "cosine_clamped": "transformers' cosine-with-warmup towards 0, clamped at min_lr (the seed's)",
+    "cosine_to_min": "linear warm-up, then cosine from lr to min_lr at the last step",
+}
+RECIPES: dict[str, dict[str, str]] = {
+    "seed": dict(optimizer="adam_l2", schedule="cosine_clamped", gpu_dtype="float16"),
+    "pilehouse": dict(optimizer="adamw", schedule="cosine_to_min", gpu_dtype="bfloat16"),
+}
 
 
 @dataclass(frozen=True)

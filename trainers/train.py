@@ -46,7 +46,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from trainers import data as data_lib
-from trainers.presets import PRESETS, TrainConfig
+from trainers.presets import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, TrainConfig
 from trainers.warehouse_log import write_run
 
 STATE_FILE = "trainer_state.pt"
@@ -85,13 +85,29 @@ def setup_env(cfg: TrainConfig) -> Env:
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if cfg.dtype == "auto":
-        if kind == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if kind == "cuda":  # the recipe's: seed fp16 (with a loss scaler), pilehouse bf16
+            wanted = names[cfg.resolved()["gpu_dtype"]]
+            dtype = (torch.float16 if wanted == torch.bfloat16 and not torch.cuda.is_bf16_supported()
+                     else wanted)
         else:
             dtype = torch.float32  # bf16 autocast on CPU is slower on most CPUs, and lossy
+    elif cfg.dtype not in names:
+        raise ValueError(f"unknown dtype {cfg.dtype!r}; choose from auto, {', '.join(names)}")
     else:
         dtype = names[cfg.dtype]
+    if dtype == torch.float16 and kind != "cuda":
+        raise ValueError("fp16 autocast is CUDA only (the seed's mixed precision); on "
+                         f"{kind} use --dtype bf16 (where the CPU has bf16 support) or fp32")
+    if dtype == torch.bfloat16 and kind == "cpu" and not cpu_has_bf16():
+        print("warning: this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 autocast is "
+              "emulated and slower than fp32", file=sys.stderr)
     return Env(rank, world, local_rank, device, dtype)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX tiles)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def grad_accum_steps(cfg: TrainConfig, world: int) -> int:
@@ -155,19 +171,47 @@ def pythia_init(model) -> None:
             module.bias.zero_()
 
 
+def param_groups(model: torch.nn.Module, cfg: TrainConfig, optimizer: str) -> list[dict]:
+    """adam_l2 (the seed's): one group, every parameter decayed. adamw: matrices decayed,
+    biases and LayerNorm gains not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "adam_l2":
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool):
-    """AdamW with weight decay on matrices only: biases and LayerNorm gains are not decayed."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    """The recipe's optimizer (TrainConfig.resolved()["optimizer"]):
+
+    - adam_l2: torch.optim.Adam, weight decay added to the gradient before the moments
+      (g + wd * p, L2 regularisation), on every parameter: what the seed ran;
+    - adamw: torch.optim.AdamW, decoupled decay (p -= lr * wd * p) on matrices only.
+    """
+    name = cfg.resolved()["optimizer"]
+    kind = torch.optim.Adam if name == "adam_l2" else torch.optim.AdamW
     # fused on GPU; elsewhere foreach (one kernel per op over all tensors, not per tensor).
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                             fused=True if fused else None, foreach=None if fused else True)
+    return kind(param_groups(model, cfg, name), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                fused=True if fused else None, foreach=None if fused else True)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to lr over `warmup` steps, then cosine decay to min_lr at the last step."""
+    """The learning rate of optimizer step `step` (0-based) under the config's schedule.
+
+    cosine_to_min: linear warm-up to lr over `warmup` steps (step 0 already at lr / warmup),
+    then cosine decay to min_lr at the last step.
+    cosine_clamped (the seed's): transformers' get_cosine_schedule_with_warmup, i.e.
+    lr * t / warmup while warming up (0 at step 0), then lr * 0.5 (1 + cos(pi p)) with
+    p = (t - warmup) / (steps - warmup), towards 0 at step `steps`; every value raised to
+    min_lr: max(lr(t), min_lr).
+    """
+    if cfg.resolved()["schedule"] == "cosine_clamped":
+        if step < cfg.warmup:
+            factor = step / max(1, cfg.warmup)
+        else:
+            progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+            factor = max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return max(cfg.lr * factor, cfg.min_lr)
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - 1 - cfg.warmup))
@@ -224,6 +268,8 @@ def set_rng_state(state: dict) -> None:
 def check_resumable(saved: dict, cfg: TrainConfig) -> None:
     """A resumed run must compute the same thing; only operational fields may change."""
     now = cfg.semantic_dict()
+    if "recipe" not in saved:  # saved before recipes existed: it trained pilehouse's AdamW
+        saved = {**saved, "recipe": "pilehouse"}
     was = TrainConfig(**saved).semantic_dict()
     diff = {k: (was.get(k), now.get(k)) for k in set(now) | set(was) if was.get(k) != now.get(k)}
     if diff:
@@ -292,6 +338,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     cfg = dataclasses.replace(config)
     if cfg.preset not in PRESETS and not cfg.init_from:
         raise KeyError(f"unknown preset {cfg.preset!r}; choose from {', '.join(PRESETS)}")
+    cfg.resolved()  # an unknown recipe, optimizer or schedule fails here, before any work
     cfg.run_id = cfg.run_id or cfg.default_run_id()
     env = setup_env(cfg)
     accum = grad_accum_steps(cfg, env.world)
@@ -391,7 +438,8 @@ def _train(cfg, env, accum, global_batch, run_dir, say, on_step) -> dict:
             batch_size=global_batch, packing=cfg.packing, lr=cfg.lr, min_lr=cfg.min_lr,
             init_from=cfg.init_from, seed=cfg.seed, final_loss=last_loss,
             final_val_loss=last_val, wall_seconds=wall, device=str(env.device),
-            world_size=env.world, train_config=json.dumps(cfg.to_dict()))
+            world_size=env.world, train_config=json.dumps(cfg.to_dict()),
+            optimizer=cfg.resolved()["optimizer"], schedule=cfg.resolved()["schedule"])
         return run_row
 
     def flush(status: str, finished: bool = False, ckpt_path: Path | None = None) -> None:
@@ -537,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
         # SUPPRESS: a flag the user did not give leaves the preset's default in place.
         if f.name == "preset":
             parser.add_argument(flag, choices=list(PRESETS), default=argparse.SUPPRESS, help=text)
+        elif f.name in ("recipe", "optimizer", "schedule"):
+            choices = {"recipe": RECIPES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}[f.name]
+            parser.add_argument(flag, choices=list(choices), default=argparse.SUPPRESS, help=text)
         elif kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=text)

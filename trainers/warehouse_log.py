@@ -45,6 +45,8 @@ RUNS_COLUMNS = {
     "device": "varchar",
     "world_size": "integer",
     "train_config": "varchar",  # JSON of the TrainConfig
+    "optimizer": "varchar",  # adam_l2 (the seed's) or adamw (TrainConfig.resolved())
+    "schedule": "varchar",  # cosine_clamped (the seed's) or cosine_to_min
 }
 
 STEPS_COLUMNS = {
@@ -65,6 +67,12 @@ def _create(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str])
     con.execute(f"create table if not exists {table} ({cols})")
     existing = [r[0] for r in con.execute(f"select * from {table} limit 0").description]
     return [c for c in columns if c in existing]  # tolerate a table made by an older version
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create empty training_runs and training_steps if missing (dbt models that read them)."""
+    _create(con, "training_runs", RUNS_COLUMNS)
+    _create(con, "training_steps", STEPS_COLUMNS)
 
 
 def _arrow(rows: list[dict], columns: dict[str, str]) -> pa.Table:

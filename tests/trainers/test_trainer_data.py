@@ -129,6 +129,31 @@ def test_sql_source_needs_doc_id_and_the_documents_text(warehouse, tmp_path):
     assert not (tmp_path / "b" / "snap" / "meta.json").exists()
 
 
+def test_a_variant_name_trains_on_its_train_split(warehouse, tmp_path):
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        want = {split: sorted(r[0] for r in con.execute(
+            "select doc_id from minipile_variant_documents where variant = 'density' and split = ?",
+            [split]).fetchall()) for split in ("train", "validation")}
+    snap = snapshot(warehouse, tmp_path / "a", dataset="density")
+    assert sorted(ids_of(snap["paths"]["train"])) == want["train"] and len(want["train"]) == 26
+    assert sorted(ids_of(snap["paths"]["val"])) == want["validation"]
+    explicit = snapshot(warehouse, tmp_path / "b", dataset="variant:density")
+    assert ids_of(explicit["paths"]["train"]) == ids_of(snap["paths"]["train"])
+    # `minipile` is the minipile table, also as a variant name
+    as_variant = snapshot(warehouse, tmp_path / "c", dataset="variant:minipile")
+    table = snapshot(warehouse, tmp_path / "d", dataset="minipile")
+    assert ids_of(as_variant["paths"]["train"]) == ids_of(table["paths"]["train"])
+
+
+def test_an_unknown_variant_lists_the_known_ones(warehouse, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown dataset 'dense'.*known variants: density, uniform"):
+        snapshot(warehouse, tmp_path / "a", dataset="dense")
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("drop table minipile_variant_documents")
+    with pytest.raises(ValueError, match="has no minipile_variant_documents"):
+        snapshot(warehouse, tmp_path / "b", dataset="uniform")
+
+
 def test_bad_sources_fail_clearly(warehouse, tmp_path):
     with pytest.raises(ValueError, match="table name"):
         snapshot(warehouse, tmp_path / "a", dataset="documents; drop table documents")

@@ -91,7 +91,7 @@ def test_db_default_follows_env(monkeypatch):
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = TrainConfig()
+    cfg = TrainConfig(recipe="pilehouse")  # cosine_to_min; the seed's is in test_optimizer.py
     lrs = [lr_at(s, cfg) for s in range(cfg.steps)]
     assert lrs[0] == pytest.approx(6e-5) and lrs[9] == pytest.approx(6e-4)  # 10 warm-up steps
     assert lrs[10] == pytest.approx(6e-4)

@@ -38,7 +38,8 @@ def create_tokens_view(con: duckdb.DuckDBPyConnection, parts: str, where: str = 
 
 
 def build_warehouse(path: Path) -> None:
-    """60 documents (15 per sample source); minipile takes 48 of them: 36/6/6 train/val/test.
+    """60 documents (15 per sample source); minipile takes 48 of them: 36/6/6 train/val/test;
+    two sampling variants in minipile_variant_documents (create_variants).
 
     document_tokens covers every document (ngram_source: documents, the default); its parts
     lie in a lake folder next to the warehouse file.
@@ -60,4 +61,30 @@ def build_warehouse(path: Path) -> None:
                   from documents)
             where n < 48
         """)
+        create_variants(con)
+        con.execute("""create table cluster_assignments as
+                       select doc_id, (doc_id % 5)::integer as cluster_id, 0.0::double as distance
+                       from documents""")
         create_tokens_view(con, str(part.parent / "part-*.parquet"))
+
+
+def create_variants(con: duckdb.DuckDBPyConnection) -> None:
+    """minipile_variant_documents as the variants mart defines it (variant, doc_id, split,
+    cluster_id): `uniform` takes documents 0-39 of the md5 order, `density` 8-49 (24/8/8 and
+    26/8/8 train/validation/test), so 10 documents are in no variant and not in minipile."""
+    con.execute("""
+        create or replace table minipile_variant_documents as
+        with ranked as (
+            select doc_id, row_number() over (order by md5(doc_id::varchar)) - 1 as n
+            from documents
+        ),
+        picked as (
+            select 'uniform' as variant, doc_id, n - 0 as k from ranked where n < 40
+            union all
+            select 'density', doc_id, n - 8 from ranked where n >= 8 and n < 50
+        )
+        select variant, doc_id::bigint as doc_id,
+               case when k < 8 then 'validation' when k < 16 then 'test' else 'train' end as split,
+               (doc_id % 5)::integer as cluster_id
+        from picked
+    """)

@@ -48,7 +48,8 @@ HINTS = {
                  "--dataset minipile</code>, or <code>make experiment</code>."),
     "eval": ("Score models with <code>python -m trainers.evaluate</code>, list the pairs in "
              "<code>seeds/eval_pairs.csv</code> and rebuild <code>eval_comparison</code>; "
-             "<code>make experiment</code> does all of it."),
+             "<code>make experiment</code> does all of it (<code>make experiment VARIANTS=\"uniform density\" "
+             "EXP_SEEDS=3</code>: sampling variants over seeds, pairs derived from the runs)."),
 }
 
 
