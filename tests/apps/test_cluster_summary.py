@@ -121,7 +121,7 @@ def test_the_shared_reader_says_what_to_do(tmp_path, tie_warehouse) -> None:
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(WarehouseUnavailable, match="locked by another process"):
+        with pytest.raises(WarehouseUnavailable, match=f"in use by process {holder.pid}"):
             with WarehouseReader(tie_warehouse).connect():
                 pass
     finally:
