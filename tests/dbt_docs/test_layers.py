@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 import pytest
 
 LAYERS = {"staging": 0, "intermediate": 1, "marts": 2}
-STAGES = ("corpus", "clustering", "minipile", "ngrams", "scan", "training")
+STAGES = ("corpus", "clustering", "curation", "minipile", "ngrams", "scan", "training")
 # relations as large as the corpus: never copied into the DuckDB file
 LAKE_BACKED = ("documents", "rejected_documents", "document_embeddings", "cluster_assignments", "minipile",
                "document_tokens", "token_sequences", "bigrams", "trigrams", "trigram_prefixes")
