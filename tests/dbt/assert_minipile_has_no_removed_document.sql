@@ -1,4 +1,5 @@
--- No minipile document is in a removal table whose step is enabled.
+-- No minipile document is removed by an enabled curation step (the steps' intermediates,
+-- filtered by their vars, as int_documents_eligible reads them).
 
 with minipile as (
 
@@ -8,25 +9,25 @@ with minipile as (
 
 exact_duplicates as (
 
-    select * from {{ ref('exact_duplicates') }}
+    select * from {{ ref('int_exact_duplicates') }}
 
 ),
 
 semantic_duplicates as (
 
-    select * from {{ ref('semantic_duplicates') }}
+    select * from {{ ref('int_semantic_duplicates') }}
 
 ),
 
 contaminated as (
 
-    select * from {{ ref('contaminated_documents') }}
+    select * from {{ ref('int_contaminated_documents') }}
 
 ),
 
 removed as (
 
-    select doc_id, 'exact_duplicates' as removed_by from exact_duplicates
+    select doc_id, 'exact_duplicates' as removed_by from exact_duplicates where {{ var('exact_dedup') }}
     union all
     select doc_id, 'semantic_duplicates' from semantic_duplicates
     union all
