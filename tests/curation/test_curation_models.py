@@ -91,3 +91,72 @@ def test_dbt_build_of_the_curation_models(warehouse, tmp_path):
     assert summary == [("exact_dedup", True, n, n), ("semdedup", False, 0, 0), ("decontaminate", False, 0, 0),
                        ("eligible", None, None, n)]
     assert not sampled & {d for d, _ in removed}
+
+
+@pytest.mark.slow
+def test_dbt_build_of_the_python_curation_models(tmp_path):
+    """int_semantic_duplicates, int_contaminated_documents and semdedup_ecdf through dbt, on a
+    lake of embedding and assignment parts (random unit vectors, two planted near-copies) and
+    the review corpus with an ARC question pasted into one document."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from test_contamination import blimp_directory
+
+    from python_udfs import settings
+    from python_udfs.curation.contamination import benchmark_examples
+
+    directory = blimp_directory()
+    if directory is None:
+        pytest.skip("no BLiMP folder (set PILEHOUSE_BLIMP_DIR)")
+    c = corpus()
+    question = next(t for task, t in benchmark_examples(directory) if task == "arc_easy" and len(t.split()) > 20)
+    c.texts[7] = c.texts[7] + " " + question
+    db, lake = tmp_path / "pilehouse.duckdb", tmp_path / "lake"
+    build_warehouse(db, c)
+    rng = np.random.default_rng(0)
+    n = len(c.texts)
+    units = rng.normal(size=(n, 16))
+    units[11] = units[10] + 0.01 * rng.normal(size=16)  # near-copies in one cluster
+    units /= np.linalg.norm(units, axis=1, keepdims=True)
+    cluster = list(c.cluster_of)
+    cluster[11] = cluster[10]
+    for kind, table in (
+        ("embeddings", pa.table({"doc_id": pa.array(range(n), pa.int64()),
+                                 "embedding": pa.array(units.astype(np.float32).tolist(), pa.list_(pa.float32()))})),
+        ("assignments", pa.table({"doc_id": pa.array(range(n), pa.int64()), "cluster_id": pa.array(cluster, pa.int32()),
+                                  "distance": pa.array(c.distances, pa.float64())})),
+    ):
+        folder = settings.lake_path(kind, {"lake_dir": str(lake)})
+        folder.mkdir(parents=True)
+        pq.write_table(table, folder / "part-00000.parquet")
+    with connect(db) as con:  # the views dbt builds over the lake replace the fixture's tables
+        con.execute("drop table int_cluster_assignments")
+        con.execute("drop table int_semantic_duplicates")
+        con.execute("drop table int_contaminated_documents")
+    env = {**os.environ, "PILEHOUSE_DB": str(db), "PILEHOUSE_LAKE": str(lake), "PILEHOUSE_BLIMP_DIR": str(directory),
+           "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    result = subprocess.run(
+        [str(DBT), "build", "--select", "int_document_embeddings", "int_cluster_assignments", "int_semantic_duplicates",
+         "int_contaminated_documents", "semantic_duplicates", "contaminated_documents", "semdedup_ecdf",
+         "int_documents_eligible", "int_cluster_quotas", "int_documents_sampled", "int_minipile_splits", "minipile",
+         "curation_summary",
+         "--project-dir", str(ROOT), "--profiles-dir", str(ROOT),
+         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+         "--vars", json.dumps({**SPLITS, "semdedup_eps": 0.01, "semdedup_keep": "closest", "decontaminate": True,
+                               "semdedup_block_size": 4})],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    with connect(db) as con:
+        semantic = con.sql("select doc_id, duplicate_of, cluster_id from semantic_duplicates").fetchall()
+        contaminated = con.sql("select doc_id, task from contaminated_documents").fetchall()
+        ecdf = dict(con.sql("select eps, documents_removed from semdedup_ecdf").fetchall())
+        sampled = {r[0] for r in con.sql("select doc_id from minipile").fetchall()}
+        summary = con.sql("select step, documents_removed from curation_summary order by step_order").fetchall()
+    closer = min((10, 11), key=lambda d: (c.distances[d], d))  # closest: the one nearer the centroid is kept
+    assert semantic == [(({10, 11} - {closer}).pop(), closer, cluster[10])]
+    assert contaminated == [(7, "arc_easy")]
+    assert ecdf[0.01] == 1 and len(ecdf) == 13
+    assert len(sampled) == sum(SPLITS.values()) and not sampled & {7, semantic[0][0]}
+    assert summary == [("exact_dedup", 0), ("semdedup", 1), ("decontaminate", 1), ("eligible", 2)]
