@@ -57,7 +57,10 @@ def check_keep(keep: str) -> str:
 
 
 def check_eps(eps: float) -> float:
-    eps = float(eps)
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        raise ValueError(f"semdedup_eps must be a number in [0, 2) or null, not {eps!r}") from None
     if not 0.0 <= eps < 2.0:
         raise ValueError(f"semdedup_eps must be in [0, 2) (a cosine-distance threshold), not {eps!r}")
     return eps

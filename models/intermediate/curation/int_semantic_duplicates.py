@@ -1,7 +1,7 @@
 """SemDeDup inside each k-means cluster (python_udfs/curation/semdedup.py): one row per
 removed document. Empty, and the pairwise pass not run, while semdedup_eps is null."""
 
-from python_udfs.curation.semdedup import DUPLICATE_SCHEMA, semantic_duplicates
+from python_udfs.curation.semdedup import DUPLICATE_SCHEMA, check_eps, semantic_duplicates
 from python_udfs.settings import none_if_blank, true_or_false
 
 
@@ -18,6 +18,6 @@ def model(dbt, session):
         rows = rows.join(exact.select("doc_id"), "doc_id", how="anti")
     rows = rows.select("doc_id, cluster_id, distance, embedding").order("cluster_id, doc_id")
     return semantic_duplicates(
-        rows.arrow(), float(eps), keep=str(dbt.config.get("semdedup_keep")),
+        rows.arrow(), check_eps(eps), keep=str(dbt.config.get("semdedup_keep")),
         seed=int(dbt.config.get("seed")), block_size=int(dbt.config.get("semdedup_block_size")),
     )
