@@ -12,6 +12,8 @@
   inter_cluster_weights)``: STRUCT(cluster_id, n_docs, sum_distance, centroid)[] -> STRUCT(cluster_id,
   n_docs, quota, is_capped, target)[]: ``python_udfs.minipile.quotas.quotas`` over the kept clusters
   (``int_cluster_quotas``; ``pilehouse quotas`` runs the same function on a stats file).
+- ``pilehouse_text_hash(text)`` -> BIGINT: ``python_udfs.curation.normalise.text_hash``, the
+  64-bit hash of the text after NFKC, casefold and whitespace collapsing (exact dedup).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pyarrow as pa
 from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, FLOAT, INTEGER, VARCHAR
 
 from python_udfs.clustering.embed import EmbedConfig, embed_texts, load_model
+from python_udfs.curation.normalise import text_hash_arrow
 from python_udfs.minipile import quotas as minipile_quotas
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.settings import none_if_blank, resolve
@@ -180,6 +183,7 @@ def register(conn: duckdb.DuckDBPyConnection, config: EmbedConfig | None = None)
         ("neox_decode", neox_decode_arrow, [duckdb.list_type(INTEGER)], VARCHAR),
         ("pilehouse_quotas", quotas_arrow,
          [cluster_stats, VARCHAR, BIGINT, VARCHAR, DOUBLE, DOUBLE, duckdb.list_type(DOUBLE)], quota_type),
+        ("pilehouse_text_hash", text_hash_arrow, [VARCHAR], BIGINT),
     ]
     for name, function, params, returns in functions:
         _register_one(conn, name, function, params, returns)

@@ -2,7 +2,8 @@
 
 The builder writes what dbt's Python models and the corpus source would produce
 (`stg_lake__documents`, `int_kmeans_centroids`, `int_cluster_assignments`, the
-`cluster_exclusions` seed) and then runs the dbt models' own SQL for everything above them
+`cluster_exclusions` seed, the curation steps' empty `int_semantic_duplicates` and
+`int_contaminated_documents`) and then runs the dbt models' own SQL for everything above them
 (`documents`, `cluster_centroids`, `cluster_assignments`, `cluster_summary`,
 `cluster_inspection`, the quotas, the sample, `minipile`), refs, vars and macros
 substituted, with pilehouse's UDFs registered as the dbt plugin registers them. So a fixture
@@ -115,6 +116,11 @@ def build_warehouse(path: Path, corpus: Corpus, exclusions: Sequence[tuple[int, 
         con.executemany("insert into int_kmeans_centroids values (?, ?)",
                         [(c, corpus.centroids[c].tolist()) for c in range(len(corpus.centroids))])
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
+        # the curation Python models with their steps off (the default): empty
+        con.execute("create table int_semantic_duplicates (doc_id bigint, duplicate_of bigint, similarity double, "
+                    "cluster_id integer, nearest_earlier bigint, similarity_to_kept double, keep_rank bigint)")
+        con.execute("create table int_contaminated_documents (doc_id bigint, task varchar, n_matches bigint, "
+                    "example_ngram varchar)")
         if exclusions:
             con.executemany("insert into cluster_exclusions values (?, ?, ?)", list(exclusions))
         build_models(con, models, {**SPLITS, **(splits or {})})

@@ -6,7 +6,7 @@
   that same folder.
 - Storage: the large contract relations are views over the lake (or external parquet), the
   small ones tables in the DuckDB file (warehouse/README.md).
-- Tags: the scan and training models carry the tags the default selector leaves out.
+- Tags: the scan, training and semdedup_ecdf models carry the tags the default selector leaves out.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 import pytest
 
 LAYERS = {"staging": 0, "intermediate": 1, "marts": 2}
-STAGES = ("corpus", "clustering", "minipile", "ngrams", "scan", "training")
+STAGES = ("corpus", "clustering", "curation", "minipile", "ngrams", "scan", "training")
 # relations as large as the corpus: never copied into the DuckDB file
 LAKE_BACKED = ("documents", "rejected_documents", "document_embeddings", "cluster_assignments", "minipile",
                "document_tokens", "token_sequences", "bigrams", "trigrams", "trigram_prefixes")
@@ -114,4 +114,6 @@ def test_scan_and_training_models_carry_the_tags_a_plain_build_leaves_out(manife
     default = [s for s in manifest["selectors"].values() if s.get("default")]
     assert [s["name"] for s in default] == ["everything_but_training"]
     excluded = {item["value"] for item in default[0]["definition"]["union"][1]["exclude"]}
-    assert excluded == {"scan", "training"}
+    assert excluded == {"scan", "training", "curation_ecdf"}
+    (ecdf,) = [n for n in models if n["name"] == "semdedup_ecdf"]
+    assert "curation_ecdf" in ecdf["tags"]  # it runs SemDeDup's pairwise pass: only when selected

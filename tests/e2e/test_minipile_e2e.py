@@ -268,6 +268,39 @@ def test_too_few_documents_fail_with_a_clear_message(build_one_thread, tmp_path)
     assert "minipile needs 100050 documents" in result.stdout
 
 
+
+def test_curation_steps_leave_minipile(build_one_thread, tmp_path):
+    """Every curation step on, over the real build (MiniLM embeddings, real clusters): minipile
+    keeps its sizes and holds no removed document; the ECDF counts what SemDeDup removed."""
+    from trainers.tasks.local_data import blimp_dir
+
+    project, env = project_copy(build_one_thread, tmp_path)
+    blimp = next((p / "shared" / "benchmarks" / "blimp" for p in ROOT.parents
+                  if (p / "shared" / "benchmarks" / "blimp").is_dir()), blimp_dir())
+    env.setdefault("PILEHOUSE_BLIMP_DIR", str(blimp))
+    curation = {"exact_dedup": True, "semdedup_eps": 0.1, "decontaminate": True}
+    dbt(["build", "--select", "int_document_text_hashes+", "int_semantic_duplicates+", "int_contaminated_documents+",
+         "semdedup_ecdf", "--exclude", "tag:training", "tag:scan", "tag:ngrams"], env, project=project,
+        extra_vars=curation)
+    with duckdb.connect(env["PILEHOUSE_DB"], read_only=True) as con:
+        def rows(sql: str) -> list[tuple]:
+            return con.sql(sql).fetchall()
+
+        removed = {r[0] for r in rows("select doc_id from exact_duplicates union select doc_id from "
+                                      "semantic_duplicates union select doc_id from contaminated_documents")}
+        sampled = {r[0] for r in rows("select doc_id from minipile")}
+        splits = dict(rows("select split, count(*) from minipile group by split"))
+        ecdf = dict(rows("select eps, documents_removed from semdedup_ecdf"))
+        semantic = rows("select count(*) from semantic_duplicates")[0][0]
+        summary = {r[0]: r[1] for r in rows("select step, documents_removed from curation_summary")}
+        eligible = rows("select count(*) from int_documents_eligible")[0][0]
+        documents = rows("select count(*) from int_cluster_assignments")[0][0]
+    assert removed and not sampled & removed
+    assert splits == {"train": 150, "validation": 10, "test": 40}
+    assert ecdf[0.1] == semantic > 0
+    assert summary["eligible"] == len(removed) == documents - eligible
+
+
 # --- n-gram catalog --------------------------------------------------------------------
 
 def test_token_sequences_pack_documents_with_eos(build_one_thread):

@@ -1,6 +1,7 @@
 {{ config(post_hook="{{ assert_enough_for_minipile(this) }}") }}
 
--- One row per kept cluster: how many documents MiniPile takes from it, by the
+-- One row per kept cluster: how many of its eligible documents (int_documents_eligible:
+-- after the curation steps) MiniPile takes from it, by the
 -- `sampling_strategy` and `sampling_total` vars (docs/minipile.md#sampling-strategies).
 -- The arithmetic is python_udfs/minipile/quotas.py, called through the UDF pilehouse_quotas
 -- that the dbt plugin registers; `pilehouse quotas` runs the same function on a stats file.
@@ -15,9 +16,9 @@ with centroids as (
 
 ),
 
-assignments as (
+eligible as (
 
-    select * from {{ ref('int_cluster_assignments') }}
+    select * from {{ ref('int_documents_eligible') }}
 
 ),
 
@@ -34,7 +35,7 @@ assignment_stats as (
         cluster_id,
         count(*)::bigint as n_docs,
         sum(distance::decimal(18, 15)) as sum_distance,
-    from assignments
+    from eligible
     group by cluster_id
 
 ),

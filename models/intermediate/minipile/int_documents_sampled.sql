@@ -1,4 +1,4 @@
--- One row per document chosen for MiniPile: inside each kept cluster, the `quota`
+-- One row per document chosen for MiniPile: inside each kept cluster, the `quota` eligible
 -- documents with the smallest seeded hash of doc_id. A hash of the id alone makes the
 -- choice independent of threads, chunking and row order (the original reproduction's
 -- was not).
@@ -9,26 +9,26 @@ with quotas as (
 
 ),
 
-assignments as (
+eligible as (
 
-    select * from {{ ref('int_cluster_assignments') }}
+    select * from {{ ref('int_documents_eligible') }}
 
 ),
 
 ranked as (
 
     select
-        assignments.doc_id,
-        assignments.cluster_id,
-        assignments.distance,
+        eligible.doc_id,
+        eligible.cluster_id,
+        eligible.distance,
         quotas.quota,
         row_number() over (
-            partition by assignments.cluster_id
-            order by md5('select:{{ var("seed") }}:' || assignments.doc_id::varchar), assignments.doc_id
+            partition by eligible.cluster_id
+            order by md5('select:{{ var("seed") }}:' || eligible.doc_id::varchar), eligible.doc_id
         ) as pick_rank,
-    from assignments
+    from eligible
     inner join quotas
-        on assignments.cluster_id = quotas.cluster_id
+        on eligible.cluster_id = quotas.cluster_id
 
 ),
 

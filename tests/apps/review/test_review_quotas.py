@@ -21,12 +21,12 @@ def sql_quotas(sizes: dict[int, int], excluded: set[int], total: int) -> list[tu
     """int_cluster_quotas.sql itself, over the given sizes and exclusions."""
     with connect() as con:
         con.execute("create table int_kmeans_centroids (cluster_id integer, centroid float[])")
-        con.execute("create table int_cluster_assignments (doc_id bigint, cluster_id integer, distance double)")
+        con.execute("create table int_documents_eligible (doc_id bigint, cluster_id integer, distance double)")
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
         if sizes:
             con.executemany("insert into int_kmeans_centroids values (?, null)", [(c,) for c in sizes])
             # n documents per cluster: the model counts them
-            con.executemany("insert into int_cluster_assignments select $c * 10000 + i, $c, 0.5 from range($n) as t(i)",
+            con.executemany("insert into int_documents_eligible select $c * 10000 + i, $c, 0.5 from range($n) as t(i)",
                             [{"c": c, "n": n} for c, n in sizes.items()])
         if excluded:
             con.executemany("insert into cluster_exclusions values (?, 'other', '')", [(c,) for c in excluded])
