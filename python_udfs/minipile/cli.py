@@ -9,8 +9,8 @@ numbers agree with a build given the same clusters, exclusions and vars::
         --sampling-strategy inter_cluster --centroids cluster_centers.npy --total 1010500
 
 STATS_FILE is a CSV with a header (``cluster_id``, ``n_docs`` or ``total_examples``, and
-``sum_distance`` or ``average_distance``; e.g. ``int_cluster_quotas`` or ``cluster_inspection``
-exported), or JSON: the seed's ``cluster_info_for_inspection.json`` (an object keyed by cluster
+``sum_distance`` or ``average_distance``, and for loss_informed ``mean_loss``; e.g.
+``int_cluster_quotas`` or ``cluster_inspection`` exported, or ``cluster_losses`` joined on), or JSON: the seed's ``cluster_info_for_inspection.json`` (an object keyed by cluster
 id, each with ``total_examples`` and ``sum_distance``) or a list of such objects with a
 ``cluster_id``. The exclusions are a CSV with a ``cluster_id`` column (``seeds/cluster_exclusions.csv``)
 or cluster ids, one or more per line (``#`` starts a comment). The centroids (inter_cluster
@@ -37,6 +37,7 @@ from python_udfs.minipile.quotas import (
     TOTAL_MODES,
     USES_CENTROIDS,
     USES_DISTANCES,
+    USES_LOSSES,
     ClusterStats,
     QuotaError,
     QuotaParams,
@@ -92,7 +93,10 @@ def _record(row: dict[str, Any], where: str, cluster_id: Any, needs_distances: b
         raise InputError(f"{where}: no sum_distance or average_distance, which this strategy needs")
     else:
         sum_distance = 0.0
-    return ClusterStats(cid, n_docs, sum_distance)
+    mean_loss = None
+    if row.get("mean_loss") not in (None, ""):
+        mean_loss = _number(row["mean_loss"], f"{where}: mean_loss")
+    return ClusterStats(cid, n_docs, sum_distance, mean_loss=mean_loss)
 
 
 def read_stats(path: Path, needs_distances: bool = True) -> list[ClusterStats]:
@@ -185,7 +189,8 @@ def read_centroids(path: Path, stats: list[ClusterStats]) -> list[ClusterStats]:
     if beyond:
         raise InputError(f"{path}: has {len(array)} rows, so no centroid for cluster(s) "
                          f"{', '.join(map(str, beyond[:10]))}")
-    return [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance, array[c.cluster_id].tolist()) for c in stats]
+    return [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance, array[c.cluster_id].tolist(), c.mean_loss)
+            for c in stats]
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -204,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Strategies: " + "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stats_file", metavar="STATS_FILE", type=Path,
-                        help="cluster stats: CSV (cluster_id, n_docs, sum_distance) or the seed's JSON")
+                        help="cluster stats: CSV (cluster_id, n_docs, sum_distance; mean_loss for loss_informed) "
+                             "or the seed's JSON")
     parser.add_argument("--exclusions", type=Path, metavar="FILE",
                         help="excluded clusters: a CSV with a cluster_id column, or ids one or more per line")
     parser.add_argument("--sampling-strategy", choices=list(STRATEGIES), default=default("sampling_strategy"),
@@ -238,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"{args.exclusions}: names cluster(s) {', '.join(map(str, unknown))}, "
                              f"which {args.stats_file} does not have")
         kept = [c for c in stats if c.cluster_id not in excluded]
+        if strategy in USES_LOSSES and all(c.mean_loss is None for c in kept):
+            raise InputError(f"--sampling-strategy {strategy} needs a mean_loss for every kept cluster: "
+                             f"{args.stats_file} has none (export cluster_losses.mean_loss beside n_docs)")
         if strategy in USES_CENTROIDS:
             if args.centroids is None:
                 raise InputError(f"--sampling-strategy {strategy} needs --centroids FILE.npy")

@@ -61,6 +61,18 @@ def test_strategies_as_the_dbt_unit_tests_expect(capsys, files, strategy, mode, 
     assert parse(out) == (expected, sum(expected.values()))
 
 
+@pytest.mark.parametrize("mode, expected", [("exact", {0: 14, 1: 2, 2: 27, 3: 7}), ("seed", {0: 11, 1: 2, 2: 22, 3: 5})])
+def test_loss_informed_reads_a_mean_loss_column(capsys, tmp_path, mode, expected):
+    # the loss_informed unit tests' fixture: losses 1, 1, 2, 0.5 (cluster 4, excluded, 9)
+    (tmp_path / "stats.csv").write_text("cluster_id,n_docs,sum_distance,mean_loss\n0,50,12.5,1.0\n1,2,1.0,1.0\n"
+                                        "2,30,11.25,2.0\n3,18,13.5,0.5\n4,100,12.5,9.0\n")
+    (tmp_path / "ex.txt").write_text("4\n")
+    code, out, _ = run(capsys, tmp_path / "stats.csv", "--exclusions", tmp_path / "ex.txt",
+                       "--sampling-strategy", "loss_informed", "--sampling-total", mode, "--total", 50)
+    assert code == 0
+    assert parse(out) == (expected, sum(expected.values()))
+
+
 def test_reads_the_seeds_cluster_info_json(capsys, tmp_path):
     # the shape of MK2112/minicorpus' cluster_info_for_inspection.json: keyed by cluster id
     info = {
@@ -134,6 +146,13 @@ def test_too_few_documents_warns(capsys, files):
     ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv", "--density-weight", "-1", "--total", 5],
      "density_weight must be >= 0"),
     ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv"], "the following arguments are required: --total"),
+    ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv", "--sampling-strategy", "loss_informed", "--total", 5],
+     "needs a mean_loss for every kept cluster: stats.csv has none"),
+    ("stats.csv:cluster_id,n_docs,mean_loss\n0,5,2.0\n1,5,\n", ["stats.csv", "--sampling-strategy",
+                                                                 "loss_informed", "--total", 5],
+     "missing for cluster(s) 1"),
+    ("stats.csv:cluster_id,n_docs,mean_loss\n0,5,high\n", ["stats.csv", "--total", 5],
+     "line 2: mean_loss: expected a number, got 'high'"),
 ])
 def test_bad_input_is_a_clear_error(capsys, tmp_path, monkeypatch, setup, args, message):
     monkeypatch.chdir(tmp_path)
