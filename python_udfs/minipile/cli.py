@@ -10,7 +10,8 @@ numbers agree with a build given the same clusters, exclusions and vars::
 
 STATS_FILE is a CSV with a header (``cluster_id``, ``n_docs`` or ``total_examples``, and
 ``sum_distance`` or ``average_distance``, and for loss_informed ``mean_loss``; e.g.
-``int_cluster_quotas`` or ``cluster_inspection`` exported, or ``cluster_losses`` joined on), or JSON: the seed's ``cluster_info_for_inspection.json`` (an object keyed by cluster
+``int_cluster_quotas`` or ``cluster_inspection`` exported, or ``cluster_losses`` joined on),
+or JSON: the seed's ``cluster_info_for_inspection.json`` (an object keyed by cluster
 id, each with ``total_examples`` and ``sum_distance``) or a list of such objects with a
 ``cluster_id``. The exclusions are a CSV with a ``cluster_id`` column (``seeds/cluster_exclusions.csv``)
 or cluster ids, one or more per line (``#`` starts a comment). The centroids (inter_cluster
