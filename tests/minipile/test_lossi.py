@@ -17,7 +17,8 @@ from python_udfs.minipile import lossi
 from python_udfs.minipile.lossi import LOSSES_SCHEMA, LossConfig, cluster_losses, losses_needed
 
 # the scan tests' real texts and tiny random GPT-NeoX checkpoint (tests/scan/conftest.py)
-_spec = importlib.util.spec_from_file_location("scan_fixtures", Path(__file__).resolve().parents[1] / "scan" / "conftest.py")
+_SCAN_CONFTEST = Path(__file__).resolve().parents[1] / "scan" / "conftest.py"
+_spec = importlib.util.spec_from_file_location("scan_fixtures", _SCAN_CONFTEST)
 _scan = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_scan)
 TEXTS, save_tiny_neox = _scan.TEXTS, _scan.save_tiny_neox
