@@ -119,8 +119,9 @@ def build_warehouse(path: Path, corpus: Corpus, exclusions: Sequence[tuple[int, 
                         [(c, corpus.centroids[c].tolist()) for c in range(len(corpus.centroids))])
         con.execute("create table int_cluster_losses (cluster_id integer, n_docs_scored bigint, n_tokens bigint, "
                     "mean_loss double, stderr double, model varchar)")
-        con.executemany("insert into int_cluster_losses values (?, 4, 100, ?, 0.1, 'fixture')",
-                        sorted((losses or {}).items()))
+        if losses:
+            con.executemany("insert into int_cluster_losses values (?, 4, 100, ?, 0.1, 'fixture')",
+                            sorted(losses.items()))
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
         if exclusions:
             con.executemany("insert into cluster_exclusions values (?, ?, ?)", list(exclusions))
