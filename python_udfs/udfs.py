@@ -12,6 +12,8 @@
   inter_cluster_weights)``: STRUCT(cluster_id, n_docs, sum_distance, centroid, mean_loss)[] -> STRUCT(cluster_id,
   n_docs, quota, is_capped, target)[]: ``python_udfs.minipile.quotas.quotas`` over the kept clusters
   (``int_cluster_quotas``; ``pilehouse quotas`` runs the same function on a stats file).
+  ``mean_loss`` (DOUBLE, NULL when no loss was computed) is read by loss_informed only; every
+  caller passes the field, NULL or not (DuckDB does not fill a missing struct field).
 """
 
 from __future__ import annotations

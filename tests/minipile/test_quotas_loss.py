@@ -83,3 +83,25 @@ def test_other_strategies_ignore_the_loss():
     plain = [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance) for c in FIXTURE]
     for strategy in ("uniform", "proportionate", "density"):
         assert quotas(plain, strategy, None, 50) == quotas(FIXTURE, strategy, None, 50)
+
+
+def test_the_udf_takes_mean_loss_in_the_struct_and_names_a_missing_one():
+    import duckdb
+
+    from python_udfs import udfs
+
+    con = duckdb.connect()
+    udfs.register(con)
+
+    def call(strategy: str, second_loss: str) -> list[int]:
+        sql = (f"select [q.quota for q in pilehouse_quotas(["
+               f"{{'cluster_id': 0, 'n_docs': 50::bigint, 'sum_distance': 1.0::double, 'centroid': null::float[], "
+               f"'mean_loss': 3.0::double}}, "
+               f"{{'cluster_id': 1, 'n_docs': 50::bigint, 'sum_distance': 1.0::double, 'centroid': null::float[], "
+               f"'mean_loss': {second_loss}}}], '{strategy}', 8, 'exact', 0.5, 0.75, [0.33, 0.33, 0.33])]")
+        return con.execute(sql).fetchall()[0][0]
+
+    assert call("loss_informed", "1.0::double") == [6, 2]
+    assert call("uniform", "null::double") == [4, 4]  # other strategies: NULL is fine
+    with pytest.raises(duckdb.Error, match=r"missing for cluster\(s\) 1"):
+        call("loss_informed", "null::double")
