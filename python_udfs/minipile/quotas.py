@@ -18,8 +18,9 @@ Strategies give each kept cluster a weight; ``total_mode`` turns weights into wh
   largest-remainder rounding, ties to the lowest cluster id. Computed in exact rationals, so
   the result never depends on float rounding or on the order of the clusters. The total is
   exactly T whenever the kept clusters hold T documents.
-- ``seed``: the seed's own float arithmetic (MK2112/minicorpus): floor(T·shareᵢ) capped at |Cᵢ|,
-  nothing redistributed, so the total usually falls short of T.
+- ``seed``: the seed's own float arithmetic (MK2112/minicorpus): floor(T·shareᵢ) capped at |Cᵢ|
+  (loss_informed: rounded half to even, as the seed's lossi rounds), nothing redistributed, so
+  the total usually misses T.
 """
 
 from __future__ import annotations
@@ -317,7 +318,11 @@ def _seed_quotas(clusters: list[ClusterStats], strategy: str, params: QuotaParam
         total_score = sum(scores)
         raw = [total * (s / total_score) if total_score > 0 else 0.0 for s in scores]
     targets = [max(0.0, min(r, float(n))) for r, n in zip(raw, sizes)]
-    whole = [max(0, min(int(r), n)) for r, n in zip(raw, sizes)]
+    if strategy == "loss_informed":
+        # the seed's lossi script 2 rounds its proportions (int(np.round(p)), half to even), then caps
+        whole = [max(0, min(int(np.round(r)), n)) for r, n in zip(raw, sizes)]
+    else:
+        whole = [max(0, min(int(r), n)) for r, n in zip(raw, sizes)]
     if strategy == "low_density" and n_all > 0 and sum(whole) < total:
         # the seed's top-up: cluster by cluster in id order, floor(remaining x |Cᵢ|/N) more from
         # what is left in the cluster, the remaining count shrinking as it goes

@@ -62,7 +62,7 @@ def test_strategies_as_the_dbt_unit_tests_expect(capsys, files, strategy, mode, 
 
 
 @pytest.mark.parametrize("mode, expected", [("exact", {0: 14, 1: 2, 2: 27, 3: 7}),
-                                            ("seed", {0: 11, 1: 2, 2: 22, 3: 5})])
+                                            ("seed", {0: 11, 1: 2, 2: 22, 3: 6})])
 def test_loss_informed_reads_a_mean_loss_column(capsys, tmp_path, mode, expected):
     # the loss_informed unit tests' fixture: losses 1, 1, 2, 0.5 (cluster 4, excluded, 9)
     (tmp_path / "stats.csv").write_text("cluster_id,n_docs,sum_distance,mean_loss\n0,50,12.5,1.0\n1,2,1.0,1.0\n"

@@ -8,6 +8,7 @@ import math
 import random
 from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from python_udfs.minipile.quotas import ClusterStats, QuotaError, quotas
@@ -32,10 +33,17 @@ def test_exact_by_hand_with_a_capped_cluster():
 def test_seed_is_the_seeds_expression():
     result = quotas(FIXTURE, "loss_informed", None, 50, "seed")
     total_loss = sum(c.mean_loss for c in FIXTURE)
-    # the seed: proportions[c] = (mean_loss / total_loss) * total_count, then floor and cap
-    expected = {c.cluster_id: min(int((c.mean_loss / total_loss) * 50), c.n_docs) for c in FIXTURE}
-    assert by_id(result) == expected == {0: 11, 1: 2, 2: 22, 3: 5}
+    # the seed: proportion = (mean_loss / total_loss) * total_count (lossi_1), then
+    # min(int(np.round(proportion)), cluster size) (lossi_2)
+    expected = {c.cluster_id: min(int(np.round((c.mean_loss / total_loss) * 50)), c.n_docs) for c in FIXTURE}
+    assert by_id(result) == expected == {0: 11, 1: 2, 2: 22, 3: 6}
     assert sum(expected.values()) < 50  # nothing redistributed
+
+
+def test_seed_rounds_half_to_even_as_numpy():
+    # shares 2.5 and 3.5 of 6: np.round gives 2 and 4
+    clusters = [ClusterStats(0, 10, 0.0, None, 2.5), ClusterStats(1, 10, 0.0, None, 3.5)]
+    assert by_id(quotas(clusters, "loss_informed", None, 6, "seed")) == {0: 2, 1: 4}
 
 
 def test_exact_without_caps_is_proportional_to_the_loss():
