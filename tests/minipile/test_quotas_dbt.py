@@ -151,6 +151,8 @@ def test_dbt_build_and_the_cli_agree(warehouse, tmp_path, variables):
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "quotas_low_density_seed_tops_up_as_the_seed_did" in result.stdout  # the YAML unit tests ran
+    assert "quotas_loss_informed_seed_rounds_the_loss_shares" in result.stdout
+    assert "quotas_loss_informed_exact_caps_and_water_fills_by_loss" in result.stdout
     with connect(db) as con:
         built = con.execute("select cluster_id, quota, n_docs, sum_distance, mean_loss from int_cluster_quotas "
                             "order by cluster_id").fetchall()
