@@ -7,6 +7,8 @@ numbers agree with a build given the same clusters, exclusions and vars::
         --sampling-strategy density --density-weight 0.5 --sampling-total seed --total 1010500
     pilehouse quotas cluster_info_for_inspection.json --exclusions excluded.txt \\
         --sampling-strategy inter_cluster --centroids cluster_centers.npy --total 1010500
+    pilehouse quotas cluster_info_for_inspection.json --exclusions excluded.txt \\
+        --sampling-strategy loss_informed --losses cluster_loss.jsonl --sampling-total seed --total 1010500
 
 STATS_FILE is a CSV with a header (``cluster_id``, ``n_docs`` or ``total_examples``, and
 ``sum_distance`` or ``average_distance``, and for loss_informed ``mean_loss``; e.g.
@@ -176,6 +178,47 @@ def read_exclusions(path: Path) -> set[int]:
     return excluded
 
 
+def read_losses(path: Path) -> dict[int, float]:
+    """Per-cluster mean losses: JSON lines with ``cluster_idx`` (or ``cluster_id``) and ``mean_loss``
+    (the seed's ``MiniPile_Lossi_1/cluster_loss.jsonl``), or a CSV with ``cluster_id`` and
+    ``mean_loss`` columns (``cluster_losses`` exported)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read it ({err.strerror or err})") from None
+    losses: dict[int, float] = {}
+
+    def add(cluster_id: Any, loss: Any, where: str) -> None:
+        cid = _integer(cluster_id, f"{where}: cluster id")
+        if cid in losses:
+            raise InputError(f"{path}: cluster {cid} appears twice")
+        losses[cid] = _number(loss, f"{where}: mean_loss")
+
+    if text.lstrip().startswith("{"):
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
+            key = next((k for k in ("cluster_idx", "cluster_id") if isinstance(entry, dict) and k in entry), None)
+            if key is None or "mean_loss" not in entry:
+                raise InputError(f"{path}: line {n}: expected cluster_idx (or cluster_id) and mean_loss")
+            add(entry[key], entry["mean_loss"], f"{path}: line {n}")
+    else:
+        reader = csv.DictReader(text.splitlines())
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        if not {"cluster_id", "mean_loss"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: the header must name cluster_id and mean_loss; found "
+                             f"{reader.fieldnames or 'nothing'}")
+        for row in reader:
+            add(row["cluster_id"], row["mean_loss"], f"{path}: line {reader.line_num}")
+    if not losses:
+        raise InputError(f"{path}: holds no losses")
+    return losses
+
+
 def read_centroids(path: Path, stats: list[ClusterStats]) -> list[ClusterStats]:
     """The clusters with their centroids: row i of the .npy array for cluster i."""
     import numpy as np
@@ -230,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inter_cluster's size, density and spread weights (default: %(default)s)")
     parser.add_argument("--centroids", type=Path, metavar="FILE.npy",
                         help="centroids, row i for cluster i (needed by inter_cluster)")
+    parser.add_argument("--losses", type=Path, metavar="FILE",
+                        help="per-cluster mean losses for loss_informed, instead of a mean_loss column: the seed's "
+                             "cluster_loss.jsonl, or a CSV with cluster_id and mean_loss (cluster_losses)")
     return parser
 
 
@@ -245,9 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"{args.exclusions}: names cluster(s) {', '.join(map(str, unknown))}, "
                              f"which {args.stats_file} does not have")
         kept = [c for c in stats if c.cluster_id not in excluded]
+        if args.losses:
+            losses = read_losses(args.losses)
+            kept = [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance, c.centroid,
+                                 losses.get(c.cluster_id, c.mean_loss)) for c in kept]
         if strategy in USES_LOSSES and all(c.mean_loss is None for c in kept):
             raise InputError(f"--sampling-strategy {strategy} needs a mean_loss for every kept cluster: "
-                             f"{args.stats_file} has none (export cluster_losses.mean_loss beside n_docs)")
+                             f"{args.stats_file} has none (a mean_loss column, or --losses FILE)")
         if strategy in USES_CENTROIDS:
             if args.centroids is None:
                 raise InputError(f"--sampling-strategy {strategy} needs --centroids FILE.npy")
