@@ -175,3 +175,18 @@ def test_defaults_are_the_dbt_vars():
         default("lossi_model"), default("lossi_docs_per_cluster"), default("lossi_max_tokens"),
         default("lossi_batch_size"))
     assert LossConfig.from_vars({"lossi_docs_per_cluster": "4", "lossi_device": "None"}).docs_per_cluster == 4
+
+
+def test_the_thread_count_changes_nothing(tiny):
+    import torch
+
+    threads = torch.get_num_threads()
+    config = LossConfig(model="unused", batch_size=3, max_tokens=64)
+    try:
+        tables = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            tables.append(cluster_losses(as_table(DOCS), config, scan_model=tiny))
+    finally:
+        torch.set_num_threads(threads)
+    assert tables[0].equals(tables[1])
