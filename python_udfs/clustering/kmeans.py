@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from python_udfs.runner.executors import Executor
 from python_udfs.runner.run import RunStats, run_step
 from python_udfs.runner.step import Part, Step, Worker
-from python_udfs.settings import default, int_or_none
+from python_udfs.settings import ROOT, default, int_or_none
 
 
 @dataclass
@@ -387,8 +387,11 @@ def load_centroids_file(path: Path | str, dim: int) -> np.ndarray:
     L2-normalised, checked against the embeddings' dimension ``dim``: assigning with it gives the
     file's cluster ids instead of fitting (``kmeans_centroids_file``)."""
     path = Path(path)
+    if not path.is_absolute() and not path.is_file() and (ROOT / path).is_file():
+        path = ROOT / path  # relative to the project root, wherever dbt was started
     if not path.is_file():
-        raise FileNotFoundError(f"kmeans_centroids_file {str(path)!r}: no such file")
+        raise FileNotFoundError(f"kmeans_centroids_file {str(path)!r}: no such file (a relative path is "
+                                f"looked up in the current folder, then in the project root {ROOT})")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:

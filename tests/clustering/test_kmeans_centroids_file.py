@@ -85,6 +85,18 @@ def test_a_missing_or_unreadable_file_is_a_clear_error(tmp_path):
         load_centroids_file(tmp_path / "text.npy", DIM)
 
 
+def test_a_relative_path_is_also_looked_up_in_the_project_root(tmp_path, monkeypatch):
+    from python_udfs.clustering import kmeans
+
+    (tmp_path / "seed").mkdir()
+    np.save(tmp_path / "seed" / "centers.npy", np.eye(3, DIM))
+    monkeypatch.setattr(kmeans, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path / "seed")
+    assert load_centroids_file("centers.npy", DIM).shape == (3, DIM)  # the current folder
+    monkeypatch.chdir("/")
+    assert load_centroids_file("seed/centers.npy", DIM).shape == (3, DIM)  # the project root
+
+
 def test_the_embedding_dimension_comes_from_the_relation():
     con = duckdb.connect()
     con.register("e", pa.table({"doc_id": [1, 2], "embedding": pa.array([[0.1] * 7, [0.2] * 7],
