@@ -1,9 +1,10 @@
 """Per-cluster mean loss of a reference causal LM: the weights of the ``loss_informed`` strategy.
 
-The seed's "lossi" (MK2112/minicorpus, ``04_distill_pile_embed_idea_2_lossi_1.py``, its idea 2
-in ``04_improve_minipile.ipynb``): score up to n documents per kept cluster with a small proxy
-LM (the seed: 1,000 per cluster, Pythia-70M, 512 tokens), take each cluster's mean loss Lᵢ as
-its informativeness and give it nᵢ = T x Lᵢ / Σ L documents (``quotas.py``). Here:
+The seed's "lossi", its idea 2 (MK2112/minicorpus, ``04_distill_pile_embed_idea_2_lossi_1.py``
+scores, ``04_distill_pile_embed_idea_2_lossi_2.py`` samples): score up to n documents per kept
+cluster with a small proxy LM (the seed: 1,000 per cluster, Pythia-70M, 512 tokens), take each
+cluster's mean loss Lᵢ as its informativeness and give it nᵢ = T x Lᵢ / Σ L documents
+(``quotas.py``). Here:
 
 - the documents: per kept cluster, the ``lossi_docs_per_cluster`` with the smallest
   ``md5('lossi:<seed>:' || doc_id)`` (``int_cluster_loss_documents``), so the same whatever
