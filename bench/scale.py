@@ -416,6 +416,8 @@ def distill(assignments: Path, k: int, variables: dict) -> dict:
         con.execute(f"create table int_kmeans_centroids as select range::integer as cluster_id, "
                     f"null::float[] as centroid from range({k})")
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
+        # int_cluster_losses as a default build leaves it: empty (no strategy here needs losses)
+        con.execute("create table int_cluster_losses (cluster_id integer, mean_loss double)")
         for name in DISTILL_MODELS:
             con.execute(f"create table {name} as {render_model(name, variables)}")
         splits = dict(con.sql("select split, count(*) from int_minipile_splits group by split").fetchall())

@@ -9,9 +9,11 @@
 - ``neox_encode(text)`` -> INTEGER[]: GPT-NeoX (Pythia) token ids, no BOS.
 - ``neox_decode(ids)`` -> VARCHAR: the tokenizer's own decode.
 - ``pilehouse_quotas(clusters, strategy, total, total_mode, density_weight, low_density_weight,
-  inter_cluster_weights)``: STRUCT(cluster_id, n_docs, sum_distance, centroid)[] -> STRUCT(cluster_id,
+  inter_cluster_weights)``: STRUCT(cluster_id, n_docs, sum_distance, centroid, mean_loss)[] -> STRUCT(cluster_id,
   n_docs, quota, is_capped, target)[]: ``python_udfs.minipile.quotas.quotas`` over the kept clusters
   (``int_cluster_quotas``; ``pilehouse quotas`` runs the same function on a stats file).
+  ``mean_loss`` (DOUBLE, NULL when no loss was computed) is read by loss_informed only; every
+  caller passes the field, NULL or not (DuckDB does not fill a missing struct field).
 - ``pilehouse_text_hash(text)`` -> BIGINT: ``python_udfs.curation.normalise.text_hash``, the
   64-bit hash of the text after NFKC, casefold and whitespace collapsing (exact dedup).
 """
@@ -145,7 +147,8 @@ def quotas_arrow(clusters: pa.Array, strategy: pa.Array, total: pa.Array, total_
             continue
         params = minipile_quotas.QuotaParams(density_weight=omega, low_density_weight=omega_low,
                                              inter_cluster_weights=tuple(weights or ()))
-        clusters_ = [minipile_quotas.ClusterStats(c["cluster_id"], c["n_docs"], c["sum_distance"], c["centroid"])
+        clusters_ = [minipile_quotas.ClusterStats(c["cluster_id"], c["n_docs"], c["sum_distance"], c["centroid"],
+                                                  c.get("mean_loss"))
                      for c in stats]
         out.append([q.__dict__ for q in minipile_quotas.quotas(clusters_, strategy_, params, total_, mode)])
     return pa.array(out, type=QUOTA_TYPE)
@@ -173,7 +176,8 @@ def register(conn: duckdb.DuckDBPyConnection, config: EmbedConfig | None = None)
     config = config or embed_config()
     pca_type = duckdb.list_type(duckdb.struct_type({name: DOUBLE for name in PCA_FIELDS}))
     cluster_stats = duckdb.list_type(duckdb.struct_type(
-        {"cluster_id": INTEGER, "n_docs": BIGINT, "sum_distance": DOUBLE, "centroid": duckdb.list_type(FLOAT)}))
+        {"cluster_id": INTEGER, "n_docs": BIGINT, "sum_distance": DOUBLE, "centroid": duckdb.list_type(FLOAT),
+         "mean_loss": DOUBLE}))
     quota_type = duckdb.list_type(duckdb.struct_type(
         {"cluster_id": INTEGER, "n_docs": BIGINT, "quota": BIGINT, "is_capped": BOOLEAN, "target": DOUBLE}))
     functions = [

@@ -100,8 +100,11 @@ class Corpus:
 
 
 def build_warehouse(path: Path, corpus: Corpus, exclusions: Sequence[tuple[int, str, str]] = (),
-                    splits: dict | None = None, models: Sequence[str] = MODELS) -> Path:
-    """Write ``corpus`` as the Python models' outputs, then build ``models`` from their SQL."""
+                    splits: dict | None = None, models: Sequence[str] = MODELS,
+                    losses: dict[int, float] | None = None) -> Path:
+    """Write ``corpus`` as the Python models' outputs, then build ``models`` from their SQL.
+
+    ``losses``: int_cluster_losses' mean_loss per cluster (empty, as a default build leaves it)."""
     n = len(corpus.texts)
     assert len(corpus.sources) == len(corpus.cluster_of) == len(corpus.distances) == n
     with connect(path) as con:
@@ -115,6 +118,11 @@ def build_warehouse(path: Path, corpus: Corpus, exclusions: Sequence[tuple[int, 
         con.execute("create table int_kmeans_centroids (cluster_id integer, centroid float[])")
         con.executemany("insert into int_kmeans_centroids values (?, ?)",
                         [(c, corpus.centroids[c].tolist()) for c in range(len(corpus.centroids))])
+        con.execute("create table int_cluster_losses (cluster_id integer, n_docs_scored bigint, n_tokens bigint, "
+                    "mean_loss double, stderr double, model varchar)")
+        if losses:
+            con.executemany("insert into int_cluster_losses values (?, 4, 100, ?, 0.1, 'fixture')",
+                            sorted(losses.items()))
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
         # the curation Python models with their steps off (the default): empty
         con.execute("create table int_semantic_duplicates (doc_id bigint, duplicate_of bigint, similarity double, "

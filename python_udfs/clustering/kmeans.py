@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 from python_udfs.runner.executors import Executor
 from python_udfs.runner.run import RunStats, run_step
 from python_udfs.runner.step import Part, Step, Worker
-from python_udfs.settings import default, int_or_none
+from python_udfs.settings import ROOT, default, int_or_none
 
 
 @dataclass
@@ -378,6 +378,54 @@ def centroids_table(centroids: np.ndarray, info: dict) -> pa.Table:
         pa.array([info["steps"]] * k, pa.int32()),
         pa.array([info["n_docs"]] * k, pa.int64()),
     ], schema=CENTROIDS_SCHEMA)
+
+
+# --- given centroids: kmeans_centroids_file ------------------------------------------------
+
+def load_centroids_file(path: Path | str, dim: int) -> np.ndarray:
+    """A .npy array of k centroids (row i is cluster i, e.g. the seed's ``cluster_centers.npy``),
+    L2-normalised, checked against the embeddings' dimension ``dim``: assigning with it gives the
+    file's cluster ids instead of fitting (``kmeans_centroids_file``)."""
+    path = Path(path)
+    if not path.is_absolute() and not path.is_file() and (ROOT / path).is_file():
+        path = ROOT / path  # relative to the project root, wherever dbt was started
+    if not path.is_file():
+        raise FileNotFoundError(f"kmeans_centroids_file {str(path)!r}: no such file (a relative path is "
+                                f"looked up in the current folder, then in the project root {ROOT})")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"kmeans_centroids_file {str(path)!r}: not a readable .npy array ({err})") from None
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"kmeans_centroids_file {str(path)!r}: expected a 2-D array, one row per cluster, "
+                         f"got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"kmeans_centroids_file {str(path)!r}: holds {array.dtype}, not numbers")
+    if array.shape[1] != dim:
+        raise ValueError(f"kmeans_centroids_file {str(path)!r} holds {array.shape[1]}-dimensional centroids, but the "
+                         f"embeddings are {dim}-dimensional: embed with the model the centroids came from "
+                         f"(the seed's: embedding_model dwzhu/e5-base-4k, 768 dimensions; configs/minipile_seed.yml)")
+    x = array.astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"kmeans_centroids_file {str(path)!r}: holds NaN or infinity")
+    zero = np.flatnonzero(np.linalg.norm(x, axis=1) == 0)
+    if len(zero):
+        raise ValueError(f"kmeans_centroids_file {str(path)!r}: row(s) {', '.join(map(str, zero[:10]))} are all zeros")
+    return normalise(x).astype(np.float32)
+
+
+def file_centroids_table(path: Path | str, dim: int) -> pa.Table:
+    """``int_kmeans_centroids``' rows from a centroids file: no fit, so epochs, steps and
+    ``n_fit`` are 0 (what tells a file's centroids from a fit's)."""
+    return centroids_table(load_centroids_file(path, dim), {"epochs": 0, "steps": 0, "n_docs": 0})
+
+
+def embedding_dimension(embeddings) -> int:
+    """The length of the first embedding of a relation with an ``embedding`` column."""
+    first = embeddings.limit(1).arrow().read_all()
+    if first.num_rows == 0:
+        raise ValueError("there are no embeddings to assign: embed the corpus first")
+    return batch_to_numpy(first).shape[1]
 
 
 # --- the part-order fit: beside the embedding, or by int_kmeans_centroids ------------------

@@ -7,10 +7,13 @@ numbers agree with a build given the same clusters, exclusions and vars::
         --sampling-strategy density --density-weight 0.5 --sampling-total seed --total 1010500
     pilehouse quotas cluster_info_for_inspection.json --exclusions excluded.txt \\
         --sampling-strategy inter_cluster --centroids cluster_centers.npy --total 1010500
+    pilehouse quotas cluster_info_for_inspection.json --exclusions excluded.txt \\
+        --sampling-strategy loss_informed --losses cluster_loss.jsonl --sampling-total seed --total 1010500
 
 STATS_FILE is a CSV with a header (``cluster_id``, ``n_docs`` or ``total_examples``, and
-``sum_distance`` or ``average_distance``; e.g. ``int_cluster_quotas`` or ``cluster_inspection``
-exported), or JSON: the seed's ``cluster_info_for_inspection.json`` (an object keyed by cluster
+``sum_distance`` or ``average_distance``, and for loss_informed ``mean_loss``; e.g.
+``int_cluster_quotas`` or ``cluster_inspection`` exported, or ``cluster_losses`` joined on),
+or JSON: the seed's ``cluster_info_for_inspection.json`` (an object keyed by cluster
 id, each with ``total_examples`` and ``sum_distance``) or a list of such objects with a
 ``cluster_id``. The exclusions are a CSV with a ``cluster_id`` column (``seeds/cluster_exclusions.csv``)
 or cluster ids, one or more per line (``#`` starts a comment). The centroids (inter_cluster
@@ -37,6 +40,7 @@ from python_udfs.minipile.quotas import (
     TOTAL_MODES,
     USES_CENTROIDS,
     USES_DISTANCES,
+    USES_LOSSES,
     ClusterStats,
     QuotaError,
     QuotaParams,
@@ -92,7 +96,10 @@ def _record(row: dict[str, Any], where: str, cluster_id: Any, needs_distances: b
         raise InputError(f"{where}: no sum_distance or average_distance, which this strategy needs")
     else:
         sum_distance = 0.0
-    return ClusterStats(cid, n_docs, sum_distance)
+    mean_loss = None
+    if row.get("mean_loss") not in (None, ""):
+        mean_loss = _number(row["mean_loss"], f"{where}: mean_loss")
+    return ClusterStats(cid, n_docs, sum_distance, mean_loss=mean_loss)
 
 
 def read_stats(path: Path, needs_distances: bool = True) -> list[ClusterStats]:
@@ -171,6 +178,47 @@ def read_exclusions(path: Path) -> set[int]:
     return excluded
 
 
+def read_losses(path: Path) -> dict[int, float]:
+    """Per-cluster mean losses: JSON lines with ``cluster_idx`` (or ``cluster_id``) and ``mean_loss``
+    (the seed's ``MiniPile_Lossi_1/cluster_loss.jsonl``), or a CSV with ``cluster_id`` and
+    ``mean_loss`` columns (``cluster_losses`` exported)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{path}: cannot read it ({err.strerror or err})") from None
+    losses: dict[int, float] = {}
+
+    def add(cluster_id: Any, loss: Any, where: str) -> None:
+        cid = _integer(cluster_id, f"{where}: cluster id")
+        if cid in losses:
+            raise InputError(f"{path}: cluster {cid} appears twice")
+        losses[cid] = _number(loss, f"{where}: mean_loss")
+
+    if text.lstrip().startswith("{"):
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{path}: line {n}: not valid JSON ({err.msg})") from None
+            key = next((k for k in ("cluster_idx", "cluster_id") if isinstance(entry, dict) and k in entry), None)
+            if key is None or "mean_loss" not in entry:
+                raise InputError(f"{path}: line {n}: expected cluster_idx (or cluster_id) and mean_loss")
+            add(entry[key], entry["mean_loss"], f"{path}: line {n}")
+    else:
+        reader = csv.DictReader(text.splitlines())
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        if not {"cluster_id", "mean_loss"} <= set(reader.fieldnames):
+            raise InputError(f"{path}: the header must name cluster_id and mean_loss; found "
+                             f"{reader.fieldnames or 'nothing'}")
+        for row in reader:
+            add(row["cluster_id"], row["mean_loss"], f"{path}: line {reader.line_num}")
+    if not losses:
+        raise InputError(f"{path}: holds no losses")
+    return losses
+
+
 def read_centroids(path: Path, stats: list[ClusterStats]) -> list[ClusterStats]:
     """The clusters with their centroids: row i of the .npy array for cluster i."""
     import numpy as np
@@ -185,7 +233,8 @@ def read_centroids(path: Path, stats: list[ClusterStats]) -> list[ClusterStats]:
     if beyond:
         raise InputError(f"{path}: has {len(array)} rows, so no centroid for cluster(s) "
                          f"{', '.join(map(str, beyond[:10]))}")
-    return [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance, array[c.cluster_id].tolist()) for c in stats]
+    return [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance, array[c.cluster_id].tolist(), c.mean_loss)
+            for c in stats]
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -204,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="Strategies: " + "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stats_file", metavar="STATS_FILE", type=Path,
-                        help="cluster stats: CSV (cluster_id, n_docs, sum_distance) or the seed's JSON")
+                        help="cluster stats: CSV (cluster_id, n_docs, sum_distance; mean_loss for loss_informed) "
+                             "or the seed's JSON")
     parser.add_argument("--exclusions", type=Path, metavar="FILE",
                         help="excluded clusters: a CSV with a cluster_id column, or ids one or more per line")
     parser.add_argument("--sampling-strategy", choices=list(STRATEGIES), default=default("sampling_strategy"),
@@ -223,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inter_cluster's size, density and spread weights (default: %(default)s)")
     parser.add_argument("--centroids", type=Path, metavar="FILE.npy",
                         help="centroids, row i for cluster i (needed by inter_cluster)")
+    parser.add_argument("--losses", type=Path, metavar="FILE",
+                        help="per-cluster mean losses for loss_informed, instead of a mean_loss column: the seed's "
+                             "cluster_loss.jsonl, or a CSV with cluster_id and mean_loss (cluster_losses)")
     return parser
 
 
@@ -238,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError(f"{args.exclusions}: names cluster(s) {', '.join(map(str, unknown))}, "
                              f"which {args.stats_file} does not have")
         kept = [c for c in stats if c.cluster_id not in excluded]
+        if args.losses:
+            losses = read_losses(args.losses)
+            kept = [ClusterStats(c.cluster_id, c.n_docs, c.sum_distance, c.centroid,
+                                 losses.get(c.cluster_id, c.mean_loss)) for c in kept]
+        if strategy in USES_LOSSES and all(c.mean_loss is None for c in kept):
+            raise InputError(f"--sampling-strategy {strategy} needs a mean_loss for every kept cluster: "
+                             f"{args.stats_file} has none (a mean_loss column, or --losses FILE)")
         if strategy in USES_CENTROIDS:
             if args.centroids is None:
                 raise InputError(f"--sampling-strategy {strategy} needs --centroids FILE.npy")

@@ -6,7 +6,9 @@ file (``python_udfs/minipile/cli.py``), so both give the same numbers for the sa
 
 Notation (docs/minipile.md#sampling-strategies): T the total, |Cᵢ| cluster i's size, N = Σ|Cⱼ|
 over the kept clusters, ρᵢ = sum_distance / |Cᵢ| its mean cosine distance to the centroid (0 for
-an empty cluster), δᵢ the mean cosine distance of its centroid to the other kept centroids.
+an empty cluster), δᵢ the mean cosine distance of its centroid to the other kept centroids,
+Lᵢ the mean loss of a reference causal LM on the cluster's scored documents (loss_informed;
+``python_udfs/minipile/lossi.py`` computes it).
 
 Strategies give each kept cluster a weight; ``total_mode`` turns weights into whole quotas:
 
@@ -16,8 +18,9 @@ Strategies give each kept cluster a weight; ``total_mode`` turns weights into wh
   largest-remainder rounding, ties to the lowest cluster id. Computed in exact rationals, so
   the result never depends on float rounding or on the order of the clusters. The total is
   exactly T whenever the kept clusters hold T documents.
-- ``seed``: the seed's own float arithmetic (MK2112/minicorpus): floor(T·shareᵢ) capped at |Cᵢ|,
-  nothing redistributed, so the total usually falls short of T.
+- ``seed``: the seed's own float arithmetic (MK2112/minicorpus): floor(T·shareᵢ) capped at |Cᵢ|
+  (loss_informed: rounded half to even, as the seed's lossi rounds), nothing redistributed, so
+  the total usually misses T.
 """
 
 from __future__ import annotations
@@ -40,22 +43,27 @@ STRATEGIES = {
     "density_spread": "size x (1 + density_weight x mean distance): favours spread-out clusters",
     "low_density": "density shares at low_density_weight, the shortfall topped up by size (the seed's idea 3.1)",
     "inter_cluster": "a x size share + b x (1 - mean distance) + c x centroid spread (the seed's idea 6)",
+    "loss_informed": "quota proportional to a reference LM's mean loss on the cluster (the seed's idea 2, lossi)",
 }
 TOTAL_MODES = ("exact", "seed")
 #: the strategies that read the clusters' distances, and the one that needs centroids
 USES_DISTANCES = ("density", "density_spread", "low_density", "inter_cluster")
 USES_CENTROIDS = ("inter_cluster",)
+#: the strategies that read the clusters' mean loss (int_cluster_losses)
+USES_LOSSES = ("loss_informed",)
 
 
 @dataclass(frozen=True)
 class ClusterStats:
-    """One kept cluster: its size, its documents' summed cosine distance to the centroid, and
-    (inter_cluster only) the centroid itself."""
+    """One kept cluster: its size, its documents' summed cosine distance to the centroid,
+    (inter_cluster only) the centroid itself and (loss_informed only) a reference LM's mean
+    loss on its documents, in nats per token (``cluster_losses.mean_loss``)."""
 
     cluster_id: int
     n_docs: int
     sum_distance: float = 0.0
     centroid: Sequence[float] | None = None
+    mean_loss: float | None = None
 
     @property
     def mean_distance(self) -> float:
@@ -177,6 +185,17 @@ def _check(clusters: list[ClusterStats], strategy: str, params: QuotaParams, tot
             raise QuotaError(f"the centroids have different lengths: {sorted(dims)}")
         if not np.isfinite(np.asarray([c.centroid for c in clusters], dtype=np.float64)).all():
             raise QuotaError("a centroid holds NaN or infinity")
+    if strategy in USES_LOSSES:
+        # an empty cluster has nothing to score and nothing to give: it may lack a loss
+        missing = [c.cluster_id for c in clusters if c.mean_loss is None and c.n_docs > 0]
+        if missing:
+            raise QuotaError(f"{strategy} needs every kept cluster's mean_loss (int_cluster_losses); missing for "
+                             f"cluster(s) {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''}")
+        for c in clusters:
+            if c.mean_loss is not None:
+                _finite(f"cluster {c.cluster_id}: mean_loss", c.mean_loss)
+        if clusters and not any(c.mean_loss for c in clusters if c.n_docs > 0) and any(c.n_docs for c in clusters):
+            raise QuotaError(f"{strategy}: every kept cluster's mean_loss is 0, so there is nothing to share by")
 
 
 # --- exact: rationals, water-filling, largest remainder --------------------------------------
@@ -204,6 +223,9 @@ def _exact_weights(clusters: list[ClusterStats], strategy: str, params: QuotaPar
         if n_all == 0:
             return zero, sizes
         return [total * n / n_all * max(Fraction(0), 1 - omega * r) for n, r in zip(sizes, rho)], sizes
+    if strategy == "loss_informed":
+        # nᵢ ∝ Lᵢ (the seed's lossi: T x Lᵢ / Σ L); an empty cluster's missing loss weighs 0
+        return zero, [Fraction(c.mean_loss or 0.0) for c in clusters]
     a, b, c = (Fraction(w) for w in params.inter_cluster_weights)
     spread = [Fraction(float(d)) for d in centroid_spread([cl.centroid for cl in clusters])]
     top = max(spread)
@@ -282,6 +304,11 @@ def _seed_quotas(clusters: list[ClusterStats], strategy: str, params: QuotaParam
         spread = [n / n_all * (1 + params.density_weight * r) for n, r in zip(sizes, rho)]
         spread_sum = sum(spread)
         raw = [total * (s / spread_sum) for s in spread]
+    elif strategy == "loss_informed":
+        # the seed's lossi: (mean_loss / total_loss) x total_count, summed over the kept clusters
+        losses = [c.mean_loss or 0.0 for c in clusters]
+        total_loss = sum(losses)
+        raw = [(loss / total_loss) * total for loss in losses]
     else:
         a, b, c = params.inter_cluster_weights
         spread = centroid_spread([cl.centroid for cl in clusters]).tolist()
@@ -291,7 +318,11 @@ def _seed_quotas(clusters: list[ClusterStats], strategy: str, params: QuotaParam
         total_score = sum(scores)
         raw = [total * (s / total_score) if total_score > 0 else 0.0 for s in scores]
     targets = [max(0.0, min(r, float(n))) for r, n in zip(raw, sizes)]
-    whole = [max(0, min(int(r), n)) for r, n in zip(raw, sizes)]
+    if strategy == "loss_informed":
+        # the seed's lossi script 2 rounds its proportions (int(np.round(p)), half to even), then caps
+        whole = [max(0, min(int(np.round(r)), n)) for r, n in zip(raw, sizes)]
+    else:
+        whole = [max(0, min(int(r), n)) for r, n in zip(raw, sizes)]
     if strategy == "low_density" and n_all > 0 and sum(whole) < total:
         # the seed's top-up: cluster by cluster in id order, floor(remaining x |Cᵢ|/N) more from
         # what is left in the cluster, the remaining count shrinking as it goes

@@ -242,6 +242,28 @@ def test_excluded_clusters_leave_minipile(build_one_thread, tmp_path):
     assert splits == {"train": 150, "validation": 10, "test": 40}
 
 
+def test_loss_informed_scores_real_text_with_smollm2(build_one_thread, tmp_path):
+    """The default build left int_cluster_losses empty (no LM loaded); loss_informed scores the
+    kept clusters' real documents with SmolLM2 and shares the total by their mean loss."""
+    assert query(build_one_thread, "select count(*) from cluster_losses") == [(0,)]
+    project, env = project_copy(build_one_thread, tmp_path)
+    (project / "seeds" / "cluster_exclusions.csv").write_text("cluster_id,category,note\n2,other,test exclusion\n")
+    lossi = {"sampling_strategy": "loss_informed", "lossi_docs_per_cluster": 2, "lossi_max_tokens": 48,
+             "lossi_batch_size": 2}
+    dbt(["build", "--select", "cluster_exclusions+"], env, project=project, extra_vars=lossi)
+    with duckdb.connect(env["PILEHOUSE_DB"], read_only=True) as con:
+        losses = con.sql("select cluster_id, n_docs_scored, mean_loss, model from cluster_losses "
+                         "order by cluster_id").fetchall()
+        kept = [r[0] for r in con.sql("select cluster_id from cluster_centroids where n_docs > 0 "
+                                      "and cluster_id <> 2 order by cluster_id").fetchall()]
+        quotas = con.sql("select cluster_id, mean_loss, quota from int_cluster_quotas order by cluster_id").fetchall()
+        splits = dict(con.sql("select split, count(*) from minipile group by split").fetchall())
+    assert [r[0] for r in losses] == kept
+    assert all(n == 2 and 0.5 < loss < 12 and model == "SmolLM2-135M-Instruct" for _, n, loss, model in losses)
+    assert {cid: loss for cid, loss, _ in quotas if cid in kept} == {cid: loss for cid, _, loss, _ in losses}
+    assert splits == {"train": 150, "validation": 10, "test": 40}
+
+
 @pytest.mark.parametrize(
     "rows, message",
     [

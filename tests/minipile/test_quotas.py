@@ -42,7 +42,7 @@ def random_clusters(rng: random.Random, with_centroids: bool = True) -> list[Clu
         n = rng.choice([0, 1, 2, rng.randint(0, 50), rng.randint(0, 3000)])
         rho = rng.uniform(0.0, 1.2)
         centroid = tuple(rng.gauss(0, 1) for _ in range(4)) if with_centroids else None
-        out.append(ClusterStats(cid, n, rho * n, centroid))
+        out.append(ClusterStats(cid, n, rho * n, centroid, mean_loss=rng.uniform(0.5, 6.0)))
     return out
 
 

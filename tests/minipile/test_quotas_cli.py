@@ -61,6 +61,50 @@ def test_strategies_as_the_dbt_unit_tests_expect(capsys, files, strategy, mode, 
     assert parse(out) == (expected, sum(expected.values()))
 
 
+@pytest.mark.parametrize("mode, expected", [("exact", {0: 14, 1: 2, 2: 27, 3: 7}),
+                                            ("seed", {0: 11, 1: 2, 2: 22, 3: 6})])
+def test_loss_informed_reads_a_mean_loss_column(capsys, tmp_path, mode, expected):
+    # the loss_informed unit tests' fixture: losses 1, 1, 2, 0.5 (cluster 4, excluded, 9)
+    (tmp_path / "stats.csv").write_text("cluster_id,n_docs,sum_distance,mean_loss\n0,50,12.5,1.0\n1,2,1.0,1.0\n"
+                                        "2,30,11.25,2.0\n3,18,13.5,0.5\n4,100,12.5,9.0\n")
+    (tmp_path / "ex.txt").write_text("4\n")
+    code, out, _ = run(capsys, tmp_path / "stats.csv", "--exclusions", tmp_path / "ex.txt",
+                       "--sampling-strategy", "loss_informed", "--sampling-total", mode, "--total", 50)
+    assert code == 0
+    assert parse(out) == (expected, sum(expected.values()))
+
+
+def test_loss_informed_reads_the_seeds_cluster_loss_jsonl(capsys, tmp_path):
+    # the seed's lossi files: cluster_info_for_inspection.json and MiniPile_Lossi_1/cluster_loss.jsonl,
+    # whose "proportion" is (mean_loss / total_loss) x 1,010,500 over the kept clusters; its script 2
+    # then samples min(int(np.round(proportion)), cluster size) from each
+    rng = np.random.default_rng(4)
+    sizes = {cid: int(rng.integers(3_000, 900_000)) for cid in range(12)}
+    excluded = {3, 7}
+    losses = {cid: float(rng.uniform(1.4, 3.7)) for cid in sizes if cid not in excluded}
+    total_loss = sum(losses.values())
+    (tmp_path / "info.json").write_text(json.dumps(
+        {str(cid): {"total_examples": n, "sum_distance": 0.2 * n} for cid, n in sizes.items()}))
+    order = sorted(losses, key=lambda cid: -losses[cid])  # the seed's file is in no particular order
+    (tmp_path / "cluster_loss.jsonl").write_text("".join(
+        json.dumps({"cluster_idx": cid, "mean_loss": losses[cid], "proportion": losses[cid] / total_loss * 1010500})
+        + "\n" for cid in order))
+    (tmp_path / "excluded.txt").write_text("3, 7\n")
+    code, out, _ = run(capsys, tmp_path / "info.json", "--exclusions", tmp_path / "excluded.txt",
+                       "--sampling-strategy", "loss_informed", "--losses", tmp_path / "cluster_loss.jsonl",
+                       "--sampling-total", "seed", "--total", 1010500)
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "cluster_loss.jsonl").read_text().splitlines()]
+    expected = {r["cluster_idx"]: min(int(np.round(r["proportion"])), sizes[r["cluster_idx"]]) for r in rows}
+    assert parse(out) == (dict(sorted(expected.items())), sum(expected.values()))
+    # the same losses as a CSV (cluster_losses exported)
+    (tmp_path / "losses.csv").write_text("cluster_id,mean_loss\n" + "".join(f"{c},{v!r}\n" for c, v in losses.items()))
+    code, again, _ = run(capsys, tmp_path / "info.json", "--exclusions", tmp_path / "excluded.txt",
+                         "--sampling-strategy", "loss_informed", "--losses", tmp_path / "losses.csv",
+                         "--sampling-total", "seed", "--total", 1010500)
+    assert code == 0 and again == out
+
+
 def test_reads_the_seeds_cluster_info_json(capsys, tmp_path):
     # the shape of MK2112/minicorpus' cluster_info_for_inspection.json: keyed by cluster id
     info = {
@@ -134,6 +178,17 @@ def test_too_few_documents_warns(capsys, files):
     ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv", "--density-weight", "-1", "--total", 5],
      "density_weight must be >= 0"),
     ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv"], "the following arguments are required: --total"),
+    ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv", "--sampling-strategy", "loss_informed", "--total", 5],
+     "needs a mean_loss for every kept cluster: stats.csv has none"),
+    ("stats.csv:cluster_id,n_docs,mean_loss\n0,5,2.0\n1,5,\n", ["stats.csv", "--sampling-strategy",
+                                                                 "loss_informed", "--total", 5],
+     "missing for cluster(s) 1"),
+    ("stats.csv:cluster_id,n_docs,mean_loss\n0,5,high\n", ["stats.csv", "--total", 5],
+     "line 2: mean_loss: expected a number, got 'high'"),
+    ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv", "--losses", "l.jsonl", "--total", 5],
+     "l.jsonl: line 2: expected cluster_idx (or cluster_id) and mean_loss"),
+    ("stats.csv:cluster_id,n_docs\n0,5\n", ["stats.csv", "--losses", "l.csv", "--total", 5],
+     "l.csv: the header must name cluster_id and mean_loss"),
 ])
 def test_bad_input_is_a_clear_error(capsys, tmp_path, monkeypatch, setup, args, message):
     monkeypatch.chdir(tmp_path)
@@ -142,6 +197,8 @@ def test_bad_input_is_a_clear_error(capsys, tmp_path, monkeypatch, setup, args, 
         (tmp_path / name).write_text(text)
     (tmp_path / "ex.txt").write_text("7\n")
     (tmp_path / "bad.txt").write_text("seven\n")
+    (tmp_path / "l.jsonl").write_text('{"cluster_idx": 0, "mean_loss": 2.0}\n{"cluster": 1, "loss": 2.0}\n')
+    (tmp_path / "l.csv").write_text("cluster,loss\n0,2.0\n")
     np.save(tmp_path / "c.npy", np.eye(2, dtype=np.float32))
     code, out, err = run(capsys, *args)
     assert code == 2 and out == ""

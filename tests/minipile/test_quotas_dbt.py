@@ -32,6 +32,8 @@ SPLITS = {"train_size": 70, "validation_size": 5, "test_size": 15}
 TOTAL = sum(SPLITS.values())
 DBT = Path(sys.executable).parent / "dbt"
 VARIANTS = [(strategy, mode) for strategy in STRATEGIES for mode in TOTAL_MODES]
+# int_cluster_losses' mean_loss: every non-empty cluster (the empty cluster 7 has nothing to score)
+LOSSES = {cid: 1.5 + 0.37 * ((cid * 5) % 9) for cid, n in enumerate(SIZES) if n > 0}
 
 
 def corpus() -> Corpus:
@@ -45,12 +47,14 @@ def corpus() -> Corpus:
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory) -> Path:
-    return build_warehouse(tmp_path_factory.mktemp("quotas") / "pilehouse.duckdb", corpus(), EXCLUDED, SPLITS)
+    return build_warehouse(tmp_path_factory.mktemp("quotas") / "pilehouse.duckdb", corpus(), EXCLUDED, SPLITS,
+                           losses=LOSSES)
 
 
 def model_quotas(con: duckdb.DuckDBPyConnection, variables: dict) -> list[tuple]:
     sql = render_model("int_cluster_quotas", {**SPLITS, **variables})
-    return con.execute(f"select cluster_id, quota, n_docs, sum_distance from ({sql}) order by cluster_id").fetchall()
+    return con.execute(f"select cluster_id, quota, n_docs, sum_distance, mean_loss from ({sql}) "
+                       "order by cluster_id").fetchall()
 
 
 def write_csv(path: Path, header: list[str], rows) -> Path:
@@ -91,21 +95,24 @@ def test_the_cli_gives_the_models_quotas(warehouse, tmp_path, capsys, strategy, 
     with connect(warehouse) as con:
         built = model_quotas(con, variables)
         centroids = export_centroids(con, tmp_path / "centroids.npy")
-        inspection = con.execute("select cluster_id, total_examples, sum_distance from cluster_inspection "
+        inspection = con.execute("select cluster_inspection.cluster_id, total_examples, sum_distance, mean_loss "
+                                 "from cluster_inspection left join int_cluster_losses using (cluster_id) "
                                  "order by cluster_id").fetchall()
         seed = con.execute("select * from cluster_exclusions").fetchall()
-    expected = [(cid, quota) for cid, quota, _, _ in built]
+    expected = [(cid, quota) for cid, quota, *_ in built]
     assert 5 not in {cid for cid, _ in expected} and 7 in {cid for cid, _ in expected}
     if mode == "exact":
         assert sum(q for _, q in expected) == TOTAL
     # 1. the model's own stats (kept clusters only: no exclusions to pass)
-    stats = write_csv(tmp_path / "stats.csv", ["cluster_id", "n_docs", "sum_distance"],
-                      [(cid, n, s) for cid, _, n, s in built])
+    stats = write_csv(tmp_path / "stats.csv", ["cluster_id", "n_docs", "sum_distance", "mean_loss"],
+                      [(cid, n, s, "" if loss is None else loss) for cid, _, n, s, loss in built])
     args = cli_args(strategy, mode, variables) + ["--centroids", str(centroids)]
     assert run_cli(capsys, [str(stats), *args]) == (expected, sum(q for _, q in expected))
     # 2. cluster_inspection's columns (no row for the empty cluster 7) and the seed's exclusions
-    inspection_csv = write_csv(tmp_path / "inspection.csv", ["cluster_id", "total_examples", "sum_distance"],
-                               inspection + [(7, 0, 0.0)])
+    inspection_csv = write_csv(tmp_path / "inspection.csv",
+                               ["cluster_id", "total_examples", "sum_distance", "mean_loss"],
+                               [(c, n, s, "" if loss is None else loss) for c, n, s, loss in inspection]
+                               + [(7, 0, 0.0, "")])
     seed_csv = write_csv(tmp_path / "exclusions.csv", ["cluster_id", "category", "note"], seed)
     got = run_cli(capsys, [str(inspection_csv), "--exclusions", str(seed_csv), *args])
     assert got == (expected, sum(q for _, q in expected))
@@ -144,12 +151,14 @@ def test_dbt_build_and_the_cli_agree(warehouse, tmp_path, variables):
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "quotas_low_density_seed_tops_up_as_the_seed_did" in result.stdout  # the YAML unit tests ran
+    assert "quotas_loss_informed_seed_rounds_the_loss_shares" in result.stdout
+    assert "quotas_loss_informed_exact_caps_and_water_fills_by_loss" in result.stdout
     with connect(db) as con:
-        built = con.execute("select cluster_id, quota, n_docs, sum_distance from int_cluster_quotas "
+        built = con.execute("select cluster_id, quota, n_docs, sum_distance, mean_loss from int_cluster_quotas "
                             "order by cluster_id").fetchall()
         splits = dict(con.execute("select split, count(*) from minipile group by split").fetchall())
         centroids = export_centroids(con, tmp_path / "centroids.npy")
-    expected = [(cid, quota) for cid, quota, _, _ in built]
+    expected = [(cid, quota) for cid, quota, *_ in built]
     sampled = sum(q for _, q in expected)
     assert sum(splits.values()) == sampled
     if variables["sampling_total"] == "seed":
@@ -157,8 +166,8 @@ def test_dbt_build_and_the_cli_agree(warehouse, tmp_path, variables):
         assert splits["train"] == sampled * 70 // TOTAL and splits["validation"] == sampled * 5 // TOTAL
     else:
         assert splits == {"train": 70, "validation": 5, "test": 15}
-    stats = write_csv(tmp_path / "stats.csv", ["cluster_id", "n_docs", "sum_distance"],
-                      [(cid, n, s) for cid, _, n, s in built])
+    stats = write_csv(tmp_path / "stats.csv", ["cluster_id", "n_docs", "sum_distance", "mean_loss"],
+                      [(cid, n, s, "" if loss is None else loss) for cid, _, n, s, loss in built])
     process = subprocess.run(
         [sys.executable, "-m", "python_udfs.cli", "quotas", str(stats), "--centroids", str(centroids),
          *cli_args(variables["sampling_strategy"], variables["sampling_total"], variables)],
@@ -166,3 +175,75 @@ def test_dbt_build_and_the_cli_agree(warehouse, tmp_path, variables):
     )
     assert process.returncode == 0, process.stderr
     assert parse(process.stdout) == (expected, sampled)
+
+
+@pytest.mark.slow
+def test_dbt_scores_the_clusters_only_for_loss_informed_and_the_cli_agrees(warehouse, tmp_path):
+    """Real `dbt build` of int_cluster_losses: the default build loads no LM and leaves it empty;
+    a loss_informed build scores the kept clusters with a tiny GPT-NeoX checkpoint, equal to
+    the per-document losses computed here one document at a time, and `pilehouse quotas` fed
+    the built stats gives the built quotas."""
+    pytest.importorskip("transformers")
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("scan_fixtures", ROOT / "tests" / "scan" / "conftest.py")
+    scan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scan)
+    checkpoint = scan.save_tiny_neox(tmp_path / "tiny-neox")
+    db = tmp_path / "pilehouse.duckdb"
+    shutil.copy(warehouse, db)
+    env = dbt_env(db)
+
+    def build(variables: dict) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [str(DBT), "build", "--select", "int_cluster_loss_documents", "int_cluster_losses", "cluster_losses",
+             "int_cluster_quotas", "int_documents_sampled", "int_minipile_splits", "minipile",
+             "--project-dir", str(ROOT), "--profiles-dir", str(ROOT),
+             "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"),
+             "--vars", json.dumps({**SPLITS, **variables})],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        return result
+
+    build({"sampling_strategy": "uniform"})
+    with connect(db) as con:
+        assert con.execute("select count(*) from cluster_losses").fetchall() == [(0,)]
+        assert con.execute("select count(*) from int_cluster_quotas where mean_loss is not null").fetchall() == [(0,)]
+
+    variables = {"sampling_strategy": "loss_informed", "sampling_total": "exact", "lossi_model": checkpoint,
+                 "lossi_docs_per_cluster": 3, "lossi_max_tokens": 8, "lossi_batch_size": 2, "lossi_device": "cpu"}
+    build(variables)
+    from python_udfs.scan.model import load_scan_model
+
+    tiny = load_scan_model(checkpoint, device="cpu")
+    with connect(db) as con:
+        scored = con.execute("select cluster_id, doc_id, text from int_cluster_loss_documents "
+                             "order by cluster_id, pick_rank").fetchall()
+        losses = con.execute("select cluster_id, n_docs_scored, n_tokens, mean_loss, model from cluster_losses "
+                             "order by cluster_id").fetchall()
+        built = con.execute("select cluster_id, quota, n_docs, sum_distance, mean_loss from int_cluster_quotas "
+                            "order by cluster_id").fetchall()
+    kept = [cid for cid, n in enumerate(SIZES) if n > 0 and cid != 5]
+    assert sorted({cid for cid, _, _ in scored}) == kept
+    per: dict[int, list[float]] = {}
+    for cid, _, text in scored:
+        ids = torch.tensor([[int(i) for i in tiny.encode_batch([text])[0]][:8]])
+        with torch.no_grad():
+            per.setdefault(cid, []).append(float(tiny.lm(input_ids=ids, labels=ids).loss))
+    assert [row[0] for row in losses] == kept
+    for cid, n_scored, _, mean_loss, model in losses:
+        assert n_scored == min(3, SIZES[cid]) == len(per[cid]) and model == tiny.name
+        assert mean_loss == pytest.approx(float(np.mean(per[cid])), rel=1e-5)
+    assert {cid: loss for cid, *_, loss in built if loss is not None} == {cid: loss for cid, _, _, loss, _ in losses}
+    assert sum(quota for _, quota, *_ in built) == TOTAL
+    stats = write_csv(tmp_path / "stats.csv", ["cluster_id", "n_docs", "sum_distance", "mean_loss"],
+                      [(cid, n, s, "" if loss is None else loss) for cid, _, n, s, loss in built])
+    process = subprocess.run(
+        [sys.executable, "-m", "python_udfs.cli", "quotas", str(stats), *cli_args("loss_informed", "exact", {})],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    assert parse(process.stdout) == ([(cid, quota) for cid, quota, *_ in built], TOTAL)

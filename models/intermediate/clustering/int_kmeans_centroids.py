@@ -1,4 +1,5 @@
-"""One row per cluster: spherical mini-batch k-means centroids fitted on the embeddings.
+"""One row per cluster: spherical mini-batch k-means centroids fitted on the embeddings, or,
+with kmeans_centroids_file, the given centroids (L2-normalised; no fit, n_fit 0).
 
 One sequential fit either way (python_udfs/clustering/kmeans.py): by default over the
 (sampled) embeddings in a seeded hash order; with kmeans_concurrent, in embedding-part
@@ -9,11 +10,13 @@ parts and settings, and otherwise running the same part-order fit here (same cen
 from python_udfs.clustering.kmeans import (
     centroids_table,
     config_from_vars,
+    embedding_dimension,
+    file_centroids_table,
     fit,
     hash_order_stream,
     part_order_centroids,
 )
-from python_udfs.settings import true_or_false
+from python_udfs.settings import none_if_blank, true_or_false
 
 
 def model(dbt, session):
@@ -33,6 +36,11 @@ def model(dbt, session):
         "kmeans_fit_fraction": dbt.config.get("kmeans_fit_fraction"),
     }, n_sources)
 
+    centroids_file = none_if_blank(dbt.config.get("kmeans_centroids_file"))
+    if centroids_file:
+        table = file_centroids_table(centroids_file, embedding_dimension(embeddings))
+        print(f"k-means: no fit, k={table.num_rows} centroids from {centroids_file} (kmeans_centroids_file)")
+        return table
     if true_or_false(dbt.config.get("kmeans_concurrent")):
         table, how = part_order_centroids(embedded.order("part_index").arrow().read_all(), config)
         order = f"part order, {how}"

@@ -3,6 +3,7 @@
 -- One row per kept cluster: how many of its eligible documents (int_documents_eligible:
 -- after the curation steps) MiniPile takes from it, by the
 -- `sampling_strategy` and `sampling_total` vars (docs/minipile.md#sampling-strategies).
+-- loss_informed reads each kept cluster's mean loss from int_cluster_losses (NULL otherwise).
 -- The arithmetic is python_udfs/minipile/quotas.py, called through the UDF pilehouse_quotas
 -- that the dbt plugin registers; `pilehouse quotas` runs the same function on a stats file.
 -- The default (uniform, exact) is the seed's rule: total / kept clusters, the remainder one
@@ -25,6 +26,13 @@ eligible as (
 exclusions as (
 
     select * from {{ ref('cluster_exclusions') }}
+
+),
+
+-- a reference LM's mean loss per kept cluster; empty unless loss_informed is in use
+losses as (
+
+    select * from {{ ref('int_cluster_losses') }}
 
 ),
 
@@ -61,9 +69,12 @@ kept as (
         sizes.centroid,
         sizes.n_docs,
         sizes.sum_distance,
+        losses.mean_loss::double as mean_loss,
     from sizes
     anti join exclusions
         on sizes.cluster_id = exclusions.cluster_id
+    left join losses
+        on sizes.cluster_id = losses.cluster_id
 
 ),
 
@@ -78,6 +89,7 @@ allotted as (
                         'n_docs': n_docs,
                         'sum_distance': sum_distance,
                         'centroid': centroid::float[],
+                        'mean_loss': mean_loss,
                     }
                     order by cluster_id
                 ),
@@ -101,6 +113,7 @@ final as (
         kept.n_docs,
         kept.sum_distance,
         case when kept.n_docs > 0 then kept.sum_distance / kept.n_docs else 0 end as mean_distance,
+        kept.mean_loss,
         allotted.is_capped,
         allotted.target,
         allotted.quota,

@@ -23,6 +23,7 @@ def sql_quotas(sizes: dict[int, int], excluded: set[int], total: int) -> list[tu
         con.execute("create table int_kmeans_centroids (cluster_id integer, centroid float[])")
         con.execute("create table int_documents_eligible (doc_id bigint, cluster_id integer, distance double)")
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
+        con.execute("create table int_cluster_losses (cluster_id integer, mean_loss double)")  # a default build's
         if sizes:
             con.executemany("insert into int_kmeans_centroids values (?, null)", [(c,) for c in sizes])
             # n documents per cluster: the model counts them
