@@ -13,6 +13,7 @@ that the tokenizer (``ngrams.counts``) and the scanner still use until they move
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -25,6 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 FINGERPRINT_KEY = b"pilehouse.fingerprint"
+#: what a write raises when the disk (or a quota, or RLIMIT_FSIZE) has no room for it
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def iter_parts(batches: Iterable[pa.RecordBatch], part_size: int) -> Iterator[tuple[list[int], list[str]]]:
@@ -110,8 +113,13 @@ def write_atomic(
                     writer.write_batch(batch)
                     rows += batch.num_rows
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)  # nothing partial is kept, whatever went wrong
+        if isinstance(exc, OSError) and (exc.errno in FULL_ERRNOS or "No space left" in str(exc)):
+            raise OSError(exc.errno or errno.ENOSPC,
+                          f"{path}: the disk is full (or the file size limit is reached) while writing it: "
+                          f"{exc}. Nothing partial was kept; free space and run again: every part already "
+                          "written is reused") from exc
         raise
     return rows
 

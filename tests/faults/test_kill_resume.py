@@ -197,3 +197,34 @@ def test_torn_corrupt_or_foreign_parts_are_recomputed(reference, tmp_path, damag
             (folder / f"{parts[0].name}.123-deadbeef.tmp").write_bytes(b"")
     run_to_end(work)
     assert_same(outputs(work), outputs(reference))
+
+
+FULL = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG, as a full disk fails with ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+sys.argv = ["pipeline.py", sys.argv[1]]
+runpy.run_path(sys.argv[0].replace("pipeline.py", "") + "{pipeline}", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("limit", [20_000, 60_000])
+def test_a_full_disk_fails_clearly_keeps_nothing_partial_and_resumes(reference, tmp_path, limit):
+    """Writes past a size limit fail as on a full disk (RLIMIT_FSIZE: EFBIG, the same path as
+    ENOSPC): the error names the file, no temporary is kept, and the next run with room resumes
+    to the same outputs."""
+    import shutil
+
+    work = tmp_path / "full"
+    work.mkdir()
+    shutil.copytree(reference / "input", work / "input")
+    script = FULL.replace("{pipeline}", str(HERE / "pipeline.py"))
+    result = subprocess.run([sys.executable, "-c", script, str(work.resolve()), str(limit)], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "the disk is full (or the file size limit is reached)" in last and "part-" in last, last
+    assert "Nothing partial was kept" in last
+    assert not list(work.rglob("*.tmp"))
+    run_to_end(work)
+    assert_same(outputs(work), outputs(reference))
