@@ -12,6 +12,8 @@
   inter_cluster_weights)``: STRUCT(cluster_id, n_docs, sum_distance, centroid)[] -> STRUCT(cluster_id,
   n_docs, quota, is_capped, target)[]: ``python_udfs.minipile.quotas.quotas`` over the kept clusters
   (``int_cluster_quotas``; ``pilehouse quotas`` runs the same function on a stats file).
+- ``pilehouse_text_key(text)`` -> VARCHAR: md5 of the NFKC-lower-case-whitespace-collapsed text
+  (``python_udfs.minipile.variants.text_key``; minipile_variants.duplicates_left).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, FLOAT, INTEGER, VARCHAR
 
 from python_udfs.clustering.embed import EmbedConfig, embed_texts, load_model
 from python_udfs.minipile import quotas as minipile_quotas
+from python_udfs.minipile import variants as minipile_variants
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.settings import none_if_blank, resolve
 
@@ -148,6 +151,11 @@ def quotas_arrow(clusters: pa.Array, strategy: pa.Array, total: pa.Array, total_
     return pa.array(out, type=QUOTA_TYPE)
 
 
+def text_key_arrow(texts: pa.Array) -> pa.Array:
+    """Per text, minipile_variants' duplicate key (NULL in, NULL out)."""
+    return pa.array([None if v is None else minipile_variants.text_key(v) for v in texts.to_pylist()], pa.string())
+
+
 def neox_encode_arrow(texts: pa.Array) -> pa.Array:
     values = texts.to_pylist()
     present = [i for i, v in enumerate(values) if v is not None]
@@ -180,6 +188,7 @@ def register(conn: duckdb.DuckDBPyConnection, config: EmbedConfig | None = None)
         ("neox_decode", neox_decode_arrow, [duckdb.list_type(INTEGER)], VARCHAR),
         ("pilehouse_quotas", quotas_arrow,
          [cluster_stats, VARCHAR, BIGINT, VARCHAR, DOUBLE, DOUBLE, duckdb.list_type(DOUBLE)], quota_type),
+        ("pilehouse_text_key", text_key_arrow, [VARCHAR], VARCHAR),
     ]
     for name, function, params, returns in functions:
         _register_one(conn, name, function, params, returns)
