@@ -140,10 +140,10 @@ def _hash_order(doc_ids: list[int], tag: str, seed: int = 42) -> list[int]:
 
 def _cluster_stats(con, unit: str) -> list[ClusterStats]:
     stats = []
-    for cid, n, n_tok, s in rows(con, "select a.cluster_id, count(*), sum(t.n_tokens), sum(a.distance::decimal(18, 15))::double "
-                                      "from int_cluster_assignments a join document_tokens t using (doc_id) "
-                                      "where a.cluster_id not in (select cluster_id from cluster_exclusions) "
-                                      "group by 1 order by 1"):
+    sql = ("select a.cluster_id, count(*), sum(t.n_tokens), sum(a.distance::decimal(18, 15))::double "
+           "from int_cluster_assignments a join document_tokens t using (doc_id) "
+           "where a.cluster_id not in (select cluster_id from cluster_exclusions) group by 1 order by 1")
+    for cid, n, n_tok, s in rows(con, sql):
         size = n_tok if unit == "tokens" else n
         stats.append(ClusterStats(cid, int(size), s / n * n_tok if unit == "tokens" else s))
     return stats
