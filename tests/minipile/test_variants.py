@@ -12,7 +12,6 @@ GPT-NeoX tokenizer.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import unicodedata
@@ -20,12 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
-import jinja2
-import jinja2.ext
 import pytest
-from warehouses import ROOT, SPLITS, build_warehouse, connect, model_path, review_corpus
+from warehouses import SPLITS, CompilerError, build_warehouse, connect, render_jinja, review_corpus
 
-from python_udfs import settings
 from python_udfs.minipile.quotas import ClusterStats, QuotaParams, quotas
 from python_udfs.minipile.variants import normalise_text, text_key
 from python_udfs.ngrams import tokenizer as neox
@@ -35,38 +31,9 @@ VARIANT_MODELS = ("int_documents_eligible", "int_sampling_variants", "int_varian
                   "minipile_variants")
 
 
-class CompilerError(Exception):
-    pass
-
-
-class _Exceptions:
-    @staticmethod
-    def raise_compiler_error(message: str) -> None:
-        raise CompilerError(message)
-
-
-def render(name: str, variables: dict) -> str:
-    """A model's SQL rendered with Jinja as dbt would: the project's macros, refs as names,
-    vars from ``variables`` over dbt_project.yml."""
-    env = jinja2.Environment(extensions=[jinja2.ext.do], undefined=jinja2.StrictUndefined)
-    macros = "\n".join((ROOT / "macros" / f).read_text() for f in ("minipile.sql", "variants.sql"))
-
-    def var(key, fallback=None):
-        if key in variables:
-            return variables[key]
-        return settings.project_vars().get(key, fallback)
-
-    context = {
-        "ref": lambda model: model, "var": var, "config": lambda **_: "", "this": name,
-        "exceptions": _Exceptions, "modules": type("modules", (), {"re": re}),
-        "tojson": json.dumps, "fromjson": json.loads,
-    }
-    return env.from_string(macros + "\n" + model_path(name).read_text()).render(**context)
-
-
 def build_variants(con: duckdb.DuckDBPyConnection, variables: dict) -> None:
     for name in VARIANT_MODELS:
-        con.execute(f"create or replace table {name} as {render(name, {**SPLITS, **variables})}")
+        con.execute(f"create or replace table {name} as {render_jinja(name, {**SPLITS, **variables})}")
 
 
 def corpus():
@@ -256,10 +223,10 @@ def test_text_key_normalises_nfkc_case_and_whitespace() -> None:
 ])
 def test_bad_variants_fail_with_a_clear_error(variants, message) -> None:
     with pytest.raises(CompilerError, match=message):
-        render("int_sampling_variants", {"sampling_variants": variants})
+        render_jinja("int_sampling_variants", {"sampling_variants": variants})
 
 
 def test_tokens_need_the_documents_catalog() -> None:
     with pytest.raises(CompilerError, match="needs ngram_source documents"):
-        render("int_sampling_variants", {"sampling_variants": [{"name": "t", "sampling_unit": "tokens"}],
+        render_jinja("int_sampling_variants", {"sampling_variants": [{"name": "t", "sampling_unit": "tokens"}],
                                          "ngram_source": "minipile"})
