@@ -53,7 +53,10 @@ def render_model(name: str, variables: dict | None = None, macros: dict[str, str
     (a var not in ``variables`` takes its dbt_project.yml default)."""
     variables = {"seed": 42, **SPLITS, **(variables or {})}
     total = variables["train_size"] + variables["validation_size"] + variables["test_size"]
-    macros = {"minipile_total()": f"({total})", **(macros or {})}
+    macros = {"minipile_total()": f"({total})",
+              # documents mode: no token counts (render_jinja renders the real macro, tokens included)
+              "minipile_token_counts()": "(select null::bigint as doc_id, null::bigint as n_tokens where false)",
+              **(macros or {})}
     text = model_path(name).read_text()
     text = re.sub(r"^\{\{\s*config\(.*$", "", text, flags=re.M)
     text = re.sub(r"\{\{\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*\}\}", lambda m: m[1], text)

@@ -230,3 +230,34 @@ def test_tokens_need_the_documents_catalog() -> None:
     with pytest.raises(CompilerError, match="needs ngram_source documents"):
         render_jinja("int_sampling_variants", {"sampling_variants": [{"name": "t", "sampling_unit": "tokens"}],
                                          "ngram_source": "minipile"})
+
+
+def test_minipile_itself_takes_a_token_budget(warehouse, tmp_path) -> None:
+    """sampling_unit tokens for minipile: its own models (int_cluster_quotas, int_documents_sampled,
+    int_minipile_splits) give the token-budget variant's rows, and the variant minipile equals it."""
+    path = tmp_path / "tokens.duckdb"
+    path.write_bytes(warehouse.read_bytes())
+    con = connect(path)
+    try:
+        budget = token_budget(con)
+        sizes = {"train_size": budget * 8 // 10, "validation_size": budget // 10,
+                 "test_size": budget - budget * 9 // 10}
+        variables = {**sizes, "sampling_unit": "tokens", "sampling_strategy": "proportionate",
+                     "sampling_variants": [{"name": "same_tokens"}]}
+        for name in ("int_cluster_quotas", "int_documents_sampled", "int_minipile_splits", "minipile"):
+            con.execute(f"create or replace table {name} as {render_jinja(name, variables)}")
+        build_variants(con, variables)
+        minipile = rows(con, "select doc_id, split, cluster_id, shuffle_position from minipile order by doc_id")
+        for name in ("minipile", "same_tokens"):
+            assert rows(con, "select doc_id, split, cluster_id, shuffle_position from minipile_variant_documents "
+                             f"where variant = '{name}' order by doc_id") == minipile, name
+        want = quotas(_cluster_stats(con, "tokens"), "proportionate", None, budget, "exact")
+        assert rows(con, "select cluster_id, quota from int_cluster_quotas order by 1") == \
+            [(q.cluster_id, q.quota) for q in want]
+        tokens = rows(con, "select sum(t.n_tokens) from minipile join document_tokens t using (doc_id)")[0][0]
+        assert tokens >= budget
+        per_split = dict(rows(con, "select split, sum(t.n_tokens) from minipile join document_tokens t using (doc_id) "
+                                   "group by split"))
+        assert per_split["train"] >= tokens * sizes["train_size"] // budget
+    finally:
+        con.close()

@@ -7,7 +7,9 @@
 -- The default (uniform, exact) is the seed's rule: total / kept clusters, the remainder one
 -- each to the lowest-numbered kept clusters; clusters smaller than their share give all they
 -- have and the shortfall is spread the same way over the others (water-filling), so the
--- total is exact whenever enough documents exist.
+-- total is exact whenever enough documents exist. With sampling_unit tokens the sizes and the
+-- total are GPT-NeoX tokens: a cluster's size is its tokens, its quota a token budget
+-- (docs/minipile.md#token-budgets), ρ still its documents' mean distance.
 
 with centroids as (
 
@@ -21,6 +23,12 @@ assignments as (
 
 ),
 
+token_counts as (
+
+    select * from {{ minipile_token_counts() }}
+
+),
+
 exclusions as (
 
     select * from {{ ref('cluster_exclusions') }}
@@ -31,11 +39,14 @@ exclusions as (
 assignment_stats as (
 
     select
-        cluster_id,
+        assignments.cluster_id,
         count(*)::bigint as n_docs,
-        sum(distance::decimal(18, 15)) as sum_distance,
+        sum(token_counts.n_tokens)::bigint as n_tokens,
+        sum(assignments.distance::decimal(18, 15)) as sum_distance,
     from assignments
-    group by cluster_id
+    left join token_counts
+        on assignments.doc_id = token_counts.doc_id
+    group by assignments.cluster_id
 
 ),
 
@@ -46,6 +57,7 @@ sizes as (
         centroids.cluster_id,
         centroids.centroid,
         coalesce(assignment_stats.n_docs, 0)::bigint as n_docs,
+        coalesce(assignment_stats.n_tokens, 0)::bigint as n_tokens,
         coalesce(assignment_stats.sum_distance, 0)::double as sum_distance,
     from centroids
     left join assignment_stats
@@ -59,7 +71,15 @@ kept as (
         sizes.cluster_id,
         sizes.centroid,
         sizes.n_docs,
+        sizes.n_tokens,
         sizes.sum_distance,
+        -- the size the quota counts: documents, or tokens with sampling_unit tokens
+        case when '{{ var("sampling_unit") }}' = 'tokens' then sizes.n_tokens else sizes.n_docs end as n_units,
+        case
+            when '{{ var("sampling_unit") }}' = 'tokens' and sizes.n_docs > 0
+                then sizes.sum_distance / sizes.n_docs * sizes.n_tokens
+            else sizes.sum_distance
+        end as sum_distance_units,
     from sizes
     anti join exclusions
         on sizes.cluster_id = exclusions.cluster_id
@@ -74,8 +94,8 @@ allotted as (
                 list(
                     {
                         'cluster_id': cluster_id,
-                        'n_docs': n_docs,
-                        'sum_distance': sum_distance,
+                        'n_docs': n_units,
+                        'sum_distance': sum_distance_units,
                         'centroid': centroid::float[],
                     }
                     order by cluster_id
@@ -98,6 +118,8 @@ final as (
     select
         allotted.cluster_id,
         kept.n_docs,
+        kept.n_tokens,
+        kept.n_units,
         kept.sum_distance,
         case when kept.n_docs > 0 then kept.sum_distance / kept.n_docs else 0 end as mean_distance,
         allotted.is_capped,
