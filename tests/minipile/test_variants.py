@@ -261,3 +261,16 @@ def test_minipile_itself_takes_a_token_budget(warehouse, tmp_path) -> None:
         assert per_split["train"] >= tokens * sizes["train_size"] // budget
     finally:
         con.close()
+
+
+def test_same_tables_whatever_the_thread_count(built) -> None:
+    variables = {**SPLITS, "sampling_variants": variants_for(built)}
+    sql = {name: render_jinja(name, variables) for name in ("minipile_variants", "int_variant_splits")}
+    got = {}
+    for threads in (1, 4):
+        built.execute(f"set threads = {threads}")
+        got[threads] = {name: built.execute(f"select * from ({text}) order by all").fetchall()
+                        for name, text in sql.items()}
+    built.execute("reset threads")
+    assert got[1] == got[4]
+    assert got[1]["minipile_variants"] == rows(built, "select * from minipile_variants order by all")
