@@ -274,3 +274,15 @@ def test_same_tables_whatever_the_thread_count(built) -> None:
     built.execute("reset threads")
     assert got[1] == got[4]
     assert got[1]["minipile_variants"] == rows(built, "select * from minipile_variants order by all")
+
+
+def test_without_the_documents_catalog_the_variants_are_tokenized_here(built) -> None:
+    """ngram_source minipile: no corpus tokens, so the variants' documents are tokenized in the
+    model, with the same counts, and bigram_kl is null."""
+    # the variant tables as built; only minipile_variants is rendered with ngram_source minipile
+    variables = {**SPLITS, "ngram_source": "minipile"}
+    sql = render_jinja("minipile_variants", variables)
+    assert "document_tokens" not in sql
+    got = rows(built, f"select variant, tokens, bigram_kl, top_trigram_share from ({sql}) order by variant")
+    want = rows(built, "select variant, tokens, null, top_trigram_share from minipile_variants order by variant")
+    assert got == want
