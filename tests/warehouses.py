@@ -16,12 +16,15 @@ n-gram, scan, training and evaluation tables the report draws.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import jinja2
+import jinja2.ext
 import numpy as np
 
 from python_udfs import settings, udfs
@@ -51,7 +54,10 @@ def render_model(name: str, variables: dict | None = None, macros: dict[str, str
     (a var not in ``variables`` takes its dbt_project.yml default)."""
     variables = {"seed": 42, **SPLITS, **(variables or {})}
     total = variables["train_size"] + variables["validation_size"] + variables["test_size"]
-    macros = {"minipile_total()": f"({total})", **(macros or {})}
+    macros = {"minipile_total()": f"({total})",
+              # documents mode: no token counts (render_jinja renders the real macro, tokens included)
+              "minipile_token_counts()": "(select null::bigint as doc_id, null::bigint as n_tokens where false)",
+              **(macros or {})}
     text = model_path(name).read_text()
     text = re.sub(r"^\{\{\s*config\(.*$", "", text, flags=re.M)
     text = re.sub(r"\{\{\s*ref\(\s*['\"](\w+)['\"]\s*\)\s*\}\}", lambda m: m[1], text)
@@ -61,6 +67,35 @@ def render_model(name: str, variables: dict | None = None, macros: dict[str, str
         text = re.sub(r"\{\{\s*" + re.escape(call) + r"\s*\}\}", lambda _m, v=value: v, text)
     assert "{{" not in text and "{%" not in text, f"{name}: unrendered jinja left:\n{text}"
     return text
+
+
+class CompilerError(Exception):
+    pass
+
+
+class _Exceptions:
+    @staticmethod
+    def raise_compiler_error(message: str) -> None:
+        raise CompilerError(message)
+
+
+def render_jinja(name: str, variables: dict) -> str:
+    """A model's SQL rendered with Jinja as dbt would: the project's macros, refs as names,
+    vars from ``variables`` over dbt_project.yml."""
+    env = jinja2.Environment(extensions=[jinja2.ext.do], undefined=jinja2.StrictUndefined)
+    macros = "\n".join((ROOT / "macros" / f).read_text() for f in ("minipile.sql", "variants.sql"))
+
+    def var(key, fallback=None):
+        if key in variables:
+            return variables[key]
+        return settings.project_vars().get(key, fallback)
+
+    context = {
+        "ref": lambda model: model, "var": var, "config": lambda **_: "", "this": name,
+        "exceptions": _Exceptions, "modules": type("modules", (), {"re": re}),
+        "tojson": json.dumps, "fromjson": json.loads,
+    }
+    return env.from_string(macros + "\n" + model_path(name).read_text()).render(**context)
 
 
 def connect(path: Path | str = ":memory:") -> duckdb.DuckDBPyConnection:

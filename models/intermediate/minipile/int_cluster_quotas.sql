@@ -9,7 +9,9 @@
 -- The default (uniform, exact) is the seed's rule: total / kept clusters, the remainder one
 -- each to the lowest-numbered kept clusters; clusters smaller than their share give all they
 -- have and the shortfall is spread the same way over the others (water-filling), so the
--- total is exact whenever enough documents exist.
+-- total is exact whenever enough documents exist. With sampling_unit tokens the sizes and the
+-- total are GPT-NeoX tokens: a cluster's size is its tokens, its quota a token budget
+-- (docs/minipile.md#token-budgets), ρ still its documents' mean distance.
 
 with centroids as (
 
@@ -20,6 +22,12 @@ with centroids as (
 eligible as (
 
     select * from {{ ref('int_documents_eligible') }}
+
+),
+
+token_counts as (
+
+    select * from {{ minipile_token_counts() }}
 
 ),
 
@@ -40,11 +48,14 @@ losses as (
 assignment_stats as (
 
     select
-        cluster_id,
+        eligible.cluster_id,
         count(*)::bigint as n_docs,
-        sum(distance::decimal(18, 15)) as sum_distance,
+        sum(token_counts.n_tokens)::bigint as n_tokens,
+        sum(eligible.distance::decimal(18, 15)) as sum_distance,
     from eligible
-    group by cluster_id
+    left join token_counts
+        on eligible.doc_id = token_counts.doc_id
+    group by eligible.cluster_id
 
 ),
 
@@ -55,6 +66,7 @@ sizes as (
         centroids.cluster_id,
         centroids.centroid,
         coalesce(assignment_stats.n_docs, 0)::bigint as n_docs,
+        coalesce(assignment_stats.n_tokens, 0)::bigint as n_tokens,
         coalesce(assignment_stats.sum_distance, 0)::double as sum_distance,
     from centroids
     left join assignment_stats
@@ -68,8 +80,16 @@ kept as (
         sizes.cluster_id,
         sizes.centroid,
         sizes.n_docs,
+        sizes.n_tokens,
         sizes.sum_distance,
         losses.mean_loss::double as mean_loss,
+        -- the size the quota counts: documents, or tokens with sampling_unit tokens
+        case when '{{ var("sampling_unit") }}' = 'tokens' then sizes.n_tokens else sizes.n_docs end as n_units,
+        case
+            when '{{ var("sampling_unit") }}' = 'tokens' and sizes.n_docs > 0
+                then sizes.sum_distance / sizes.n_docs * sizes.n_tokens
+            else sizes.sum_distance
+        end as sum_distance_units,
     from sizes
     anti join exclusions
         on sizes.cluster_id = exclusions.cluster_id
@@ -86,8 +106,8 @@ allotted as (
                 list(
                     {
                         'cluster_id': cluster_id,
-                        'n_docs': n_docs,
-                        'sum_distance': sum_distance,
+                        'n_docs': n_units,
+                        'sum_distance': sum_distance_units,
                         'centroid': centroid::float[],
                         'mean_loss': mean_loss,
                     }
@@ -111,6 +131,8 @@ final as (
     select
         allotted.cluster_id,
         kept.n_docs,
+        kept.n_tokens,
+        kept.n_units,
         kept.sum_distance,
         case when kept.n_docs > 0 then kept.sum_distance / kept.n_docs else 0 end as mean_distance,
         kept.mean_loss,
