@@ -16,8 +16,6 @@
   caller passes the field, NULL or not (DuckDB does not fill a missing struct field).
 - ``pilehouse_text_hash(text)`` -> BIGINT: ``python_udfs.curation.normalise.text_hash``, the
   64-bit hash of the text after NFKC, casefold and whitespace collapsing (exact dedup).
-- ``pilehouse_text_key(text)`` -> VARCHAR: md5 of the NFKC-lower-case-whitespace-collapsed text
-  (``python_udfs.minipile.variants.text_key``; minipile_variants.duplicates_left).
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from duckdb.sqltypes import BIGINT, BOOLEAN, DOUBLE, FLOAT, INTEGER, VARCHAR
 from python_udfs.clustering.embed import EmbedConfig, embed_texts, load_model
 from python_udfs.curation.normalise import text_hash_arrow
 from python_udfs.minipile import quotas as minipile_quotas
-from python_udfs.minipile import variants as minipile_variants
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.settings import none_if_blank, resolve
 
@@ -157,10 +154,6 @@ def quotas_arrow(clusters: pa.Array, strategy: pa.Array, total: pa.Array, total_
     return pa.array(out, type=QUOTA_TYPE)
 
 
-def text_key_arrow(texts: pa.Array) -> pa.Array:
-    """Per text, minipile_variants' duplicate key (NULL in, NULL out)."""
-    return pa.array([None if v is None else minipile_variants.text_key(v) for v in texts.to_pylist()], pa.string())
-
 
 def neox_encode_arrow(texts: pa.Array) -> pa.Array:
     values = texts.to_pylist()
@@ -196,7 +189,6 @@ def register(conn: duckdb.DuckDBPyConnection, config: EmbedConfig | None = None)
         ("pilehouse_quotas", quotas_arrow,
          [cluster_stats, VARCHAR, BIGINT, VARCHAR, DOUBLE, DOUBLE, duckdb.list_type(DOUBLE)], quota_type),
         ("pilehouse_text_hash", text_hash_arrow, [VARCHAR], BIGINT),
-        ("pilehouse_text_key", text_key_arrow, [VARCHAR], VARCHAR),
     ]
     for name, function, params, returns in functions:
         _register_one(conn, name, function, params, returns)

@@ -11,10 +11,10 @@ GPT-NeoX tokenizer.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
-import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -22,8 +22,8 @@ import duckdb
 import pytest
 from warehouses import SPLITS, CompilerError, build_warehouse, connect, render_jinja, review_corpus
 
+from python_udfs.curation.normalise import text_hash
 from python_udfs.minipile.quotas import ClusterStats, QuotaParams, quotas
-from python_udfs.minipile.variants import normalise_text, text_key
 from python_udfs.ngrams import tokenizer as neox
 
 VARIANT_MODELS = ("int_documents_eligible", "int_sampling_variants", "int_variant_quotas",
@@ -31,8 +31,21 @@ VARIANT_MODELS = ("int_documents_eligible", "int_sampling_variants", "int_varian
                   "minipile_variants")
 
 
+@functools.cache
+def benchmark_ngrams():
+    from python_udfs.curation.contamination import BenchmarkNgrams
+
+    return BenchmarkNgrams.load()
+
+
 def build_variants(con: duckdb.DuckDBPyConnection, variables: dict) -> None:
     for name in VARIANT_MODELS:
+        if name == "minipile_variants":
+            # the Python model int_variant_contamination, as it runs: the variants' documents scanned
+            rows = con.sql("select doc_id, text from documents semi join int_variant_splits using (doc_id) "
+                           "order by doc_id")
+            found = benchmark_ngrams().contaminated(rows.fetch_arrow_reader(64))  # noqa: F841 (read by SQL)
+            con.execute("create or replace table int_variant_contamination as select * from found")
         con.execute(f"create or replace table {name} as {render_jinja(name, {**SPLITS, **variables})}")
 
 
@@ -181,18 +194,21 @@ def test_minipile_variants_numbers_match_python(built) -> None:
     corpus_bigrams = Counter(b for d in docs for b in _bigrams(ids[d]))
     prefixes = set(rows(built, "select id0, id1 from top_trigrams"))
     table = {r[0]: r for r in rows(built, "select variant, documents, tokens, bytes, clusters, source_kl, bigram_kl, "
-                                          "top_trigram_share, duplicates_left from minipile_variants")}
+                                          "top_trigram_share, duplicates_left, contaminated_left "
+                                          "from minipile_variants")}
     names = [r[0] for r in rows(built, "select variant from minipile_variants order by variant_order")]
     assert names == ["minipile", "same", "proportionate", "density_seed", "everything", "tokens_30"]
     for name in names:
         members = [d for (d,) in rows(built, f"select doc_id from minipile_variant_documents where variant = '{name}'")]
         bigrams = Counter(b for d in members for b in _bigrams(ids[d]))
-        keys = [text_key(docs[d][1]) for d in members]
+        keys = [text_hash(docs[d][1]) for d in members]
+        contaminated = sum(1 for d in members if benchmark_ngrams().matches(docs[d][1]))
         want = (name, len(members), sum(len(ids[d]) for d in members),
                 sum(len(docs[d][1].encode("utf-8")) for d in members),
                 len(set(rows(built, f"select cluster_id from minipile_variant_documents where variant = '{name}'"))),
                 _kl(Counter(docs[d][0] for d in members), corpus_sources), _kl(bigrams, corpus_bigrams),
-                len({b for b in bigrams if b in prefixes}) / len(prefixes), len(keys) - len(set(keys)))
+                len({b for b in bigrams if b in prefixes}) / len(prefixes), len(keys) - len(set(keys)),
+                contaminated)
         got = table[name]
         assert got[:5] == want[:5], name
         assert got[5] == pytest.approx(want[5], rel=1e-9, abs=1e-12), name
@@ -201,15 +217,6 @@ def test_minipile_variants_numbers_match_python(built) -> None:
     assert table["everything"][1] == 44 and table["everything"][4] == 5  # cluster 3 (1 document) excluded
     assert table["everything"][8] >= 1  # documents 0 and 1 are one text up to case and spacing (at least)
     assert table["everything"][6] > 0 and table["minipile"][6] > table["everything"][6]
-
-
-def test_text_key_normalises_nfkc_case_and_whitespace() -> None:
-    assert normalise_text("  Ｆｕｌｌ\u00a0Width\n\tTEXT ") == "full width text"
-    assert text_key("A  b") == text_key("a\nB") == hashlib.md5(b"a b").hexdigest()
-    assert text_key("ﬁ") == text_key("fi")  # NFKC folds the ligature
-    assert unicodedata.normalize("NFKC", "ﬁ") == "fi"
-    with pytest.raises(TypeError, match="needs a str"):
-        normalise_text(None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("variants, message", [

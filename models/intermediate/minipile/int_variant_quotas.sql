@@ -35,6 +35,13 @@ token_counts as (
 
 ),
 
+-- a reference LM's mean loss per kept cluster; empty unless a variant is loss_informed
+losses as (
+
+    select * from {{ ref('int_cluster_losses') }}
+
+),
+
 -- distances summed as DECIMAL: exact whatever the thread count or row order
 eligible_stats as (
 
@@ -58,9 +65,12 @@ kept as (
         coalesce(eligible_stats.n_docs, 0)::bigint as n_docs,
         coalesce(eligible_stats.n_tokens, 0)::bigint as n_tokens,
         coalesce(eligible_stats.sum_distance, 0)::double as sum_distance,
+        losses.mean_loss::double as mean_loss,
     from centroids
     left join eligible_stats
         on centroids.cluster_id = eligible_stats.cluster_id
+    left join losses
+        on centroids.cluster_id = losses.cluster_id
     anti join exclusions
         on centroids.cluster_id = exclusions.cluster_id
 
@@ -75,6 +85,7 @@ variant_clusters as (
         kept.n_docs,
         kept.n_tokens,
         kept.sum_distance,
+        kept.mean_loss,
         case when variants.unit = 'tokens' then kept.n_tokens else kept.n_docs end as n_units,
         case
             when variants.unit = 'tokens' and kept.n_docs > 0 then kept.sum_distance / kept.n_docs * kept.n_tokens
@@ -95,6 +106,7 @@ stats as (
                 'n_docs': n_units,
                 'sum_distance': sum_distance_units,
                 'centroid': centroid::float[],
+                'mean_loss': mean_loss,
             }
             order by cluster_id
         ) as clusters,

@@ -33,6 +33,19 @@ top_trigrams as (
 
 ),
 
+-- the normalised-text hash exact dedup uses (int_document_text_hashes, python_udfs/curation)
+text_hashes as (
+
+    select * from {{ ref('int_document_text_hashes') }}
+
+),
+
+contamination as (
+
+    select * from {{ ref('int_variant_contamination') }}
+
+),
+
 {% if corpus_tokens -%}
 tokens as (
 
@@ -81,15 +94,6 @@ variant_docs as (
 
 ),
 
--- normalised text key of each variant document, computed once per document
-text_keys as (
-
-    select doc_id, pilehouse_text_key(any_value(text)) as text_key,
-    from variant_docs
-    group by doc_id
-
-),
-
 sizes as (
 
     select
@@ -98,10 +102,11 @@ sizes as (
         sum(variant_docs.n_tokens)::bigint as tokens,
         sum(strlen(variant_docs.text))::bigint as bytes,
         count(distinct variant_docs.cluster_id) as clusters,
-        count(*) - count(distinct text_keys.text_key) as duplicates_left,
+        count(*) - count(distinct text_hashes.text_hash) as duplicates_left,
+        count(*) filter (where variant_docs.doc_id in (select doc_id from contamination)) as contaminated_left,
     from variant_docs
-    inner join text_keys
-        on variant_docs.doc_id = text_keys.doc_id
+    inner join text_hashes
+        on variant_docs.doc_id = text_hashes.doc_id
     group by variant_docs.variant
 
 ),
@@ -211,8 +216,7 @@ final as (
         bigram_kl.bigram_kl,
         coalesce(prefix_hits.n_prefixes, 0) / nullif((select count(*) from prefixes), 0) as top_trigram_share,
         coalesce(sizes.duplicates_left, 0) as duplicates_left,
-        -- TODO(curation): documents matching a benchmark 13-gram (int_variant_contamination)
-        null::bigint as contaminated_left,
+        coalesce(sizes.contaminated_left, 0) as contaminated_left,
         variants.variant_order,
     from variants
     left join sizes
