@@ -1,3 +1,5 @@
+{{ config(materialized="ephemeral") }}
+
 -- One row per sampling variant (docs/minipile.md#variants): minipile (the global vars) first,
 -- then each item of the sampling_variants var, every setting resolved (its own or the global).
 
