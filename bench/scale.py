@@ -391,7 +391,7 @@ def render_model(name: str, variables: dict) -> str:
 
     folder = ROOT / "models" / "intermediate" / "minipile"
     template = (ROOT / "macros" / "minipile.sql").read_text() + "\n" + (folder / f"{name}.sql").read_text()
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.do"])
     from python_udfs import settings
 
     def var(key: str, default=None):  # a var not given takes its dbt_project.yml default, as in dbt
@@ -413,6 +413,8 @@ def distill(assignments: Path, k: int, variables: dict) -> dict:
         udfs.register(con)  # int_cluster_quotas calls pilehouse_quotas, as the dbt plugin registers it
         con.execute(f"create view int_cluster_assignments as select doc_id, cluster_id, distance "
                     f"from read_parquet('{assignments}/part-*.parquet')")
+        # what sampling draws from: every assigned document, as with the curation steps off (the default)
+        con.execute("create view int_documents_eligible as select * from int_cluster_assignments")
         con.execute(f"create table int_kmeans_centroids as select range::integer as cluster_id, "
                     f"null::float[] as centroid from range({k})")
         con.execute("create table cluster_exclusions (cluster_id integer, category varchar, note varchar)")
