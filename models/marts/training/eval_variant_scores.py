@@ -12,6 +12,9 @@ from trainers.warehouse_log import ensure_tables
 
 def model(dbt, session):
     dbt.config(materialized="table")
+    # after eval_comparison: both create eval_scores when it is missing, and two dbt threads
+    # creating it at once conflict in DuckDB's catalog (write-write conflict on create)
+    dbt.ref("eval_comparison")
     ensure_eval_scores(session)
     ensure_tables(session)
     return session.sql(VARIANT_SCORES_SQL)
