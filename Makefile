@@ -25,7 +25,7 @@ DBT := cd $(CURDIR) && $(BIN)/dbt
 PILEHOUSE := $(BIN)/pilehouse
 export PILEHOUSE_THREADS := $(THREADS)
 
-.PHONY: help setup lint minipile sample-corpus ingest build test test-fast bench bench-ngrams bench-embedding bench-training bench-scan bench-scale scan experiment clean review browser shell docs report
+.PHONY: help setup lint minipile sample-corpus ingest build test test-fast test-gpu bench bench-tokenize bench-kmeans bench-ngrams bench-embedding bench-training bench-scan bench-scale scan experiment clean review browser shell docs report
 
 help: ## list the targets and variables
 	@echo "usage: make TARGET [VAR=value ...]"; echo; echo "targets:"
@@ -72,18 +72,29 @@ test: $(VENV)/.installed browser ## the whole suite: pytest, including dbt build
 test-fast: $(VENV)/.installed browser ## the suite without the slow (end-to-end, browser) tests
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
+test-gpu: $(VENV)/.installed ## only the tests marked gpu (bf16/SDPA/fused AdamW paths); they fail loudly without CUDA
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device here (torch.cuda.is_available() is False)')"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m gpu
+
 # The prompt scan (python_udfs/scan/): dbt's scan-tagged models with the scan_* vars
 # (defaults in dbt_project.yml: SmolLM2-135M over 50 documents); `pilehouse scan` is its CLI.
 scan: $(VENV)/.installed ## the prompt scan by dbt (tag:scan): prompt_scan, prompt_scan_clusters
 	$(DBT) build --select tag:scan --threads $(THREADS) $(DBT_VARS)
 
-bench: bench-embedding bench-ngrams bench-training bench-scan ## all four benchmarks (pilehouse bench NAME)
+bench: bench-embedding bench-tokenize bench-ngrams bench-kmeans bench-training bench-scan ## every benchmark, then one summary table of their ratios (bench/results/*.json)
+	$(PILEHOUSE) bench summary
 
 bench-embedding: $(VENV)/.installed ## embedding docs/s against SentenceTransformer.encode
 	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench embedding
 
-bench-ngrams: $(VENV)/.installed ## n-gram catalog tokens/s per core against a naive group by
+bench-tokenize: $(VENV)/.installed ## GPT-NeoX tokenization MB/s against tokenizers' encode_batch (ids compared)
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench tokenize
+
+bench-ngrams: $(VENV)/.installed ## n-gram counting and end-to-end tokens/s per core against a DuckDB group by
 	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench ngrams
+
+bench-kmeans: $(VENV)/.installed ## k-means assignment GFLOP/s against numpy's matmul peak of the same shapes
+	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench kmeans
 
 bench-training: $(VENV)/.installed ## trainer tokens/s and MFU against transformers.Trainer
 	HF_HUB_OFFLINE=1 $(PILEHOUSE) bench training

@@ -42,10 +42,17 @@ class Command:
 BENCHMARKS = {
     "embedding": Command("embedding docs/s against plain SentenceTransformer.encode, with peak memory",
                          ("bench.embedding:main",)),
-    "ngrams": Command("n-gram catalog tokens/s per core against a naive DuckDB group by", ("bench.ngrams:main",)),
+    "tokenize": Command("GPT-NeoX tokenization MB/s against the tokenizers library's encode_batch, ids compared",
+                        ("bench.tokenize:main",)),
+    "ngrams": Command("n-gram counting and the end-to-end build, tokens/s per core, against a DuckDB group by",
+                      ("bench.ngrams:main",)),
+    "kmeans": Command("k-means assignment GFLOP/s against numpy's matmul peak of the same shapes",
+                      ("bench.kmeans:main",)),
     "training": Command("the trainer's tokens/s and MFU against a plain transformers.Trainer loop",
                         ("bench.training:main",)),
     "scan": Command("prompt-scan windows/s against the naive and the catalog's loops", ("bench.prompt_scan:main",)),
+    "summary": Command("one table of every result in bench/results/ (ratios, targets, fidelity, peaks)",
+                       ("bench.results:main",)),
     "scale": Command("every step at N, 4N, 16N docs (time, peak RSS), Ray against local, a Pile projection",
                      ("bench.scale:main",)),
 }
