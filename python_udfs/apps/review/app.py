@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import plotly.graph_objects as go
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -35,6 +35,10 @@ from python_udfs.apps.review.warehouse import Overview, Warehouse, WarehouseUnav
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 16_384
 EXAMPLES_PER_PAGE = 10
+#: bounds of every number a request may carry: cluster ids (k-means' k is far below this) and
+#: example offsets (rows of one cluster)
+MAX_CLUSTER_ID = 2**31 - 1
+MAX_OFFSET = 10_000_000
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
 EXCLUDED_COLOUR = "#9e9e9e"
@@ -205,9 +209,17 @@ def cluster_map(overview: Overview, excluded: set[int]) -> str:
 
 async def read_form(request: Request) -> dict[str, str]:
     """An urlencoded (HTML form) or JSON body as a dict of strings."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise ReviewError(413, f"The form is {len(body):,} bytes; at most {MAX_FORM_BYTES:,} are accepted.")
+    too_big = ReviewError(413, f"The form is larger than {MAX_FORM_BYTES:,} bytes, the most accepted.")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():  # never more than MAX_FORM_BYTES in memory, whatever is sent
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    body = b"".join(chunks)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         text = body.decode("utf-8")
@@ -262,8 +274,27 @@ def cross_site_refusal(headers, hosts: frozenset[str]) -> str | None:
     return None
 
 
+def form_schema(exclusion: bool) -> dict:
+    """The OpenAPI request body of a POST route: the HTML form it reads (``read_form`` parses it
+    itself, so FastAPI cannot infer it), with the form token."""
+    properties: dict = {"csrf_token": {"type": "string", "description": "the token in the page's forms"}}
+    required = ["csrf_token"]
+    if exclusion:
+        properties |= {
+            "cluster_id": {"type": "integer", "minimum": 0, "maximum": MAX_CLUSTER_ID},
+            "category": {"type": "string", "enum": [c.value for c in Category]},
+            "note": {"type": "string", "maxLength": seed.MAX_NOTE_CHARS},
+        }
+        required += ["cluster_id", "category", "note"]
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": schema}, "application/json": {"schema": schema}}}}
+
+
 def create_app(config: ReviewConfig) -> FastAPI:
-    app = FastAPI(title="pilehouse cluster review", docs_url=None, redoc_url=None, openapi_url=None)
+    # the OpenAPI schema (/openapi.json) describes every route and form, for tools such as
+    # schemathesis; the interactive docs pages stay off (they load scripts from a CDN)
+    app = FastAPI(title="pilehouse cluster review", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["pct"] = share
     warehouse = Warehouse(config.db, config.root)
@@ -385,13 +416,15 @@ def create_app(config: ReviewConfig) -> FastAPI:
         }, status)
 
     @app.get("/cluster/{cluster_id}", response_class=HTMLResponse)
-    def cluster(request: Request, cluster_id: int, offset: int = Query(0, ge=0, le=10_000_000),
+    def cluster(request: Request, cluster_id: int = PathParam(ge=0, le=MAX_CLUSTER_ID),
+                offset: int = Query(0, ge=0, le=MAX_OFFSET),
                 order: Literal["closest", "farthest"] = "closest",
                 done: Literal["excluded", "updated", "included"] | None = None):
         return cluster_page(request, cluster_id, offset, order, done=done)
 
     @app.get("/api/cluster/{cluster_id}/examples")
-    def examples_api(cluster_id: int, offset: int = Query(0, ge=0), limit: int = Query(10, ge=1, le=200),
+    def examples_api(cluster_id: int = PathParam(ge=0, le=MAX_CLUSTER_ID), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                     limit: int = Query(10, ge=1, le=200),
                      order: Literal["closest", "farthest"] = "closest"):
         if cluster_id not in warehouse.overview().by_id:
             raise HTTPException(404, f"Cluster {cluster_id} is not a cluster of this warehouse.")
@@ -411,7 +444,7 @@ def create_app(config: ReviewConfig) -> FastAPI:
             "quotas": [q.__dict__ for q in quota_preview.quotas],
         }
 
-    @app.post("/exclusions")
+    @app.post("/exclusions", openapi_extra=form_schema(exclusion=True))
     async def exclude(request: Request):
         form = await read_form(request)
         try:
@@ -436,8 +469,8 @@ def create_app(config: ReviewConfig) -> FastAPI:
         done = "updated" if existed else "excluded"
         return RedirectResponse(f"/cluster/{wanted.cluster_id}?done={done}", status_code=303)
 
-    @app.post("/exclusions/{cluster_id}/delete")
-    async def include_again(request: Request, cluster_id: int):
+    @app.post("/exclusions/{cluster_id}/delete", openapi_extra=form_schema(exclusion=False))
+    async def include_again(request: Request, cluster_id: int = PathParam(ge=0, le=MAX_CLUSTER_ID)):
         check_token(request, await read_form(request))
         try:
             removed = seed.remove_exclusion(config.seed_path, cluster_id)

@@ -116,3 +116,46 @@ def test_reads_need_no_token_and_get_never_writes(app, seeds_dir):
         assert client.get("/api/quotas", headers={"origin": "http://evil.example"}).status_code == 200
         assert "access-control-allow-origin" not in client.get("/api/quotas").headers
     assert seed_bytes(seeds_dir) == before
+
+
+def test_a_body_is_bounded_while_it_streams_in(app, seeds_dir):
+    """A chunked body (no Content-Length) is cut off at MAX_FORM_BYTES, not read whole into memory;
+    a lying or absurd Content-Length is refused before any byte is read."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from python_udfs.apps.review.app import MAX_FORM_BYTES, ReviewError, read_form
+
+    received = []
+
+    async def receive():  # the server side of an endless chunked upload: 640 MB if read whole
+        received.append(1)
+        return {"type": "http.request", "body": b"note=" + b"x" * 65_531, "more_body": len(received) < 10_000}
+
+    scope = {"type": "http", "method": "POST", "path": "/exclusions", "headers": [
+        (b"content-type", b"application/x-www-form-urlencoded")]}
+    with pytest.raises(ReviewError) as refused:
+        asyncio.run(read_form(Request(scope, receive)))
+    assert refused.value.status == 413 and len(received) == 1  # stopped at the first chunk past the limit
+
+    before = seed_bytes(seeds_dir)
+    with review_client(app) as client:
+        response = client.post("/exclusions", content=b"x" * (MAX_FORM_BYTES + 1),
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 413 and f"{MAX_FORM_BYTES:,}" in response.text
+        for length in ("99999999999", "-1", "12abc"):
+            response = client.post("/exclusions", content=b"cluster_id=1",
+                                   headers={"content-type": "application/x-www-form-urlencoded",
+                                            "content-length": length})
+            assert response.status_code in (400, 413), (length, response.status_code)
+    assert seed_bytes(seeds_dir) == before
+
+
+@pytest.mark.parametrize("path", ["/cluster/99999999999999999999", "/cluster/-1", "/cluster/0?offset=10000001",
+                                  "/api/cluster/0/examples?limit=201", "/api/cluster/0/examples?offset=-5",
+                                  "/api/cluster/0/examples?order=sideways"])
+def test_out_of_bounds_parameters_are_refused_by_validation(app, path):
+    with review_client(app) as client:
+        response = client.get(path)
+    assert response.status_code == 422, (path, response.status_code)
