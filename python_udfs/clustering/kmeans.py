@@ -239,6 +239,9 @@ _FLOAT32_U = 2.0 ** -24
 #: the matmul runs at BLAS speed.
 ASSIGN_BLOCK_BYTES = 4 * 2**20
 
+#: Up to this many centroids the assignment keeps its similarities k x rows (see ``_AssignContext.run``).
+SMALL_K = 64
+
 
 def assign_block_rows(k: int, d: int, block_bytes: int = ASSIGN_BLOCK_BYTES) -> int:
     """Rows per assignment block: a block's float32 rows (d) and similarities (k) fill
@@ -318,25 +321,41 @@ class _AssignContext:
         self.bound = 4.0 * (x.shape[1] + 2) * _FLOAT32_U * c_norm
 
     def run(self, blocks: list[tuple[int, int]]) -> None:
-        """Assign ``blocks`` (row ranges) with this thread's own buffers."""
+        """Assign ``blocks`` (row ranges) with this thread's own buffers.
+
+        For small k the similarities are kept k x rows (``C @ X.T``): the max over k is then
+        elementwise over rows (SIMD), where a max along rows of k values is a short loop per row.
+        """
         x, c, k = self.x, self.c, len(self.c)
-        sims = np.empty((self.rows, k), dtype=np.float32)
-        best = np.empty(self.rows, dtype=np.float32)
+        transposed = k <= SMALL_K
+        buffer = np.empty(self.rows * k, dtype=np.float32)
         for start, stop in blocks:
             m = stop - start
-            xb, s = x[start:stop], sims[:m]
-            np.matmul(xb, self.ct, out=s)
-            win = np.argmax(s, axis=1)
+            xb, local = x[start:stop], np.arange(m)
+            if transposed:
+                s = buffer[: k * m].reshape(k, m)
+                np.matmul(c, xb.T, out=s)
+                win = np.argmax(s, axis=0)
+                best = s[win, local]
+            else:
+                s = buffer[: k * m].reshape(m, k)
+                np.matmul(xb, self.ct, out=s)
+                win = np.argmax(s, axis=1)
+                best = s[local, win]
             if k > 1:
-                local = np.arange(m)
-                best[:m] = s[local, win]
                 margin = self.bound * np.sqrt(np.einsum("ij,ij->i", xb, xb), dtype=np.float64)
-                s[local, win] = -np.inf
-                second = np.max(s, axis=1)
-                s[local, win] = best[:m]
-                near = np.flatnonzero(best[:m] - second <= margin)
+                if transposed:
+                    s[win, local] = -np.inf
+                    second = np.max(s, axis=0)
+                    s[win, local] = best
+                else:
+                    s[local, win] = -np.inf
+                    second = np.max(s, axis=1)
+                    s[local, win] = best
+                near = np.flatnonzero(best - second <= margin)
                 if len(near):
-                    win[near] = _exact_winners(xb[near], self.c64, s[near], best[near], margin[near])
+                    sims = s[:, near].T if transposed else s[near]
+                    win[near] = _exact_winners(xb[near], self.c64, sims, best[near], margin[near])
             self.distance[start:stop] = 1.0 - np.einsum("ij,ij->i", xb, c[win]).astype(np.float64)
             self.cluster[start:stop] = win
 

@@ -307,8 +307,9 @@ def near_tie_data(n: int = 3000, k: int = 60, d: int = 48) -> tuple[np.ndarray, 
     return x, c
 
 
-def test_assign_same_whatever_block_size_and_threads() -> None:
-    x, c = near_tie_data()
+@pytest.mark.parametrize("k", [60, 100])  # similarities kept k x rows (small k) and rows x k
+def test_assign_same_whatever_block_size_and_threads(k) -> None:
+    x, c = near_tie_data(k=k)
     cluster, distance = assign(x, c, block_rows=64, threads=1)
     for block_rows in (1, 7, 100, 1000, len(x)):
         for threads in (1, 2, 3):
@@ -318,8 +319,9 @@ def test_assign_same_whatever_block_size_and_threads() -> None:
     assert 10 not in set(cluster.tolist())  # the duplicate of 3 never wins
 
 
-def test_assign_matches_the_naive_distance_matrix() -> None:
-    x, c = near_tie_data()
+@pytest.mark.parametrize("k", [60, 100])
+def test_assign_matches_the_naive_distance_matrix(k) -> None:
+    x, c = near_tie_data(k=k)
     cluster, distance = assign(x, c, block_rows=128, threads=2)
     ref_cluster, ref_distance = naive_assign(x, c)
     assert cluster.tolist() == ref_cluster.tolist()
