@@ -230,12 +230,147 @@ def fit(
     return km.cluster_centers_.astype(np.float32), info
 
 
-def assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid by cosine (ties: lowest id) and distance = 1 - dot."""
-    sims = x @ centroids.T
-    cluster = np.argmax(sims, axis=1)
-    distance = 1.0 - sims[np.arange(len(x)), cluster].astype(np.float64)
-    return cluster.astype(np.int32), distance
+#: float32's unit roundoff: a float32 dot product of length d is within d * u * |x| * |c| of the
+#: exact one whatever the order BLAS sums it in (Higham's bound for any summation order).
+_FLOAT32_U = 2.0 ** -24
+
+#: What one assignment block holds: its rows of embeddings and their (rows, k) float32
+#: similarities, small enough to stay in cache while argmax reads them back, big enough that
+#: the matmul runs at BLAS speed.
+ASSIGN_BLOCK_BYTES = 4 * 2**20
+
+#: Up to this many centroids the assignment keeps its similarities k x rows (see ``_AssignContext.run``).
+SMALL_K = 64
+
+
+def assign_block_rows(k: int, d: int, block_bytes: int = ASSIGN_BLOCK_BYTES) -> int:
+    """Rows per assignment block: a block's float32 rows (d) and similarities (k) fill
+    ``block_bytes``, rounded down to a multiple of 64 rows, at least 64 and at most 16,384."""
+    rows = block_bytes // (4 * max(int(k) + int(d), 1))
+    return int(min(16384, max(64, rows // 64 * 64)))
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, block_rows: int | None = None,
+           threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid by cosine (ties: lowest id) and distance = 1 - dot, for unit vectors ``x``.
+
+    Blocked: ``block_rows`` rows at a time (default ``assign_block_rows(k, d)``), one float32
+    ``X @ C.T`` into a preallocated buffer, then argmax; no per-row Python. The blocks are
+    shared among ``threads`` threads (default: as many as BLAS would use, one per core unless
+    ``OPENBLAS_NUM_THREADS`` or Ray says fewer), each running single-threaded BLAS and its
+    own argmax and distances, as scikit-learn's k-means does: a multithreaded BLAS call per
+    block would leave the argmax and distances on one core, and synchronise its threads once
+    per block.
+
+    The result does not depend on the block size, the threads or the BLAS kernel (the float32
+    sums' order): a row whose best two float32 similarities are closer than twice the
+    float32 error bound (``4 (d + 2) u |x| max|c|``) is decided again in float64, over every
+    centroid within that margin, summed in a fixed order, ties going to the lowest id. Every
+    other row's winner is the same under any summation order. ``distance`` is ``1 - x . c``
+    of the winner as float64, its dot product recomputed row by row in one fixed order (not
+    read back from the blocked matmul), so it too is the same whatever the blocks or threads
+    (the per-cluster ``sum_distance`` the sampling strategies read adds these up).
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    n, k = len(x), len(c)
+    if n == 0:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
+    if k == 0:
+        raise ValueError("no centroids to assign to")
+    if x.shape[1] != c.shape[1]:
+        raise ValueError(f"embeddings are {x.shape[1]}-dimensional, centroids {c.shape[1]}-dimensional")
+    d = x.shape[1]
+    rows = max(1, int(block_rows or assign_block_rows(k, d)))
+    cluster = np.empty(n, dtype=np.int32)
+    distance = np.empty(n, dtype=np.float64)
+    blocks = [(start, min(start + rows, n)) for start in range(0, n, rows)]
+    ctx = _AssignContext(x, c, cluster, distance, min(rows, n))
+    workers = min(len(blocks), max(1, int(threads or blas_threads())))
+    if workers == 1:
+        ctx.run(blocks)
+        return cluster, distance
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _blas_controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(ctx.run, [blocks[i::workers] for i in range(workers)]))
+    return cluster, distance
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def blas_threads() -> int:
+    """The threads numpy's BLAS uses now (OpenBLAS: one per core unless limited)."""
+    libs = _blas_controller().select(user_api="blas").lib_controllers
+    return max([lib.num_threads for lib in libs] or [1])
+
+
+class _AssignContext:
+    """What the assignment's threads share: the inputs, the outputs they fill, the block size."""
+
+    def __init__(self, x: np.ndarray, c: np.ndarray, cluster: np.ndarray, distance: np.ndarray, rows: int) -> None:
+        self.x, self.c, self.cluster, self.distance, self.rows = x, c, cluster, distance, rows
+        self.ct = np.ascontiguousarray(c.T)
+        self.c64 = c.astype(np.float64)
+        c_norm = float(np.max(np.sqrt(np.einsum("ij,ij->i", self.c64, self.c64))))
+        self.bound = 4.0 * (x.shape[1] + 2) * _FLOAT32_U * c_norm
+
+    def run(self, blocks: list[tuple[int, int]]) -> None:
+        """Assign ``blocks`` (row ranges) with this thread's own buffers.
+
+        For small k the similarities are kept k x rows (``C @ X.T``): the max over k is then
+        elementwise over rows (SIMD), where a max along rows of k values is a short loop per row.
+        """
+        x, c, k = self.x, self.c, len(self.c)
+        transposed = k <= SMALL_K
+        buffer = np.empty(self.rows * k, dtype=np.float32)
+        for start, stop in blocks:
+            m = stop - start
+            xb, local = x[start:stop], np.arange(m)
+            if transposed:
+                s = buffer[: k * m].reshape(k, m)
+                np.matmul(c, xb.T, out=s)
+                win = np.argmax(s, axis=0)
+                best = s[win, local]
+            else:
+                s = buffer[: k * m].reshape(m, k)
+                np.matmul(xb, self.ct, out=s)
+                win = np.argmax(s, axis=1)
+                best = s[local, win]
+            if k > 1:
+                margin = self.bound * np.sqrt(np.einsum("ij,ij->i", xb, xb), dtype=np.float64)
+                if transposed:
+                    s[win, local] = -np.inf
+                    second = np.max(s, axis=0)
+                    s[win, local] = best
+                else:
+                    s[local, win] = -np.inf
+                    second = np.max(s, axis=1)
+                    s[local, win] = best
+                near = np.flatnonzero(best - second <= margin)
+                if len(near):
+                    sims = s[:, near].T if transposed else s[near]
+                    win[near] = _exact_winners(xb[near], self.c64, sims, best[near], margin[near])
+            self.distance[start:stop] = 1.0 - np.einsum("ij,ij->i", xb, c[win]).astype(np.float64)
+            self.cluster[start:stop] = win
+
+
+def _exact_winners(x: np.ndarray, c64: np.ndarray, sims: np.ndarray, best: np.ndarray,
+                   margin: np.ndarray) -> np.ndarray:
+    """The rows' nearest centroid in float64 among those within ``margin`` of their float32 best
+    (the true nearest is always one of them): products summed in a fixed order, ties to the lowest id."""
+    row, col = np.nonzero(sims >= (best - margin)[:, None])
+    exact = np.sum(x[row].astype(np.float64) * c64[col], axis=1)
+    order = np.lexsort((col, -exact, row))  # by row, then highest similarity, then lowest id
+    row, col = row[order], col[order]
+    first = np.ones(len(row), dtype=bool)
+    first[1:] = row[1:] != row[:-1]
+    return col[first]
 
 
 ASSIGNMENT_SCHEMA = pa.schema([("doc_id", pa.int64()), ("cluster_id", pa.int32()), ("distance", pa.float64())])

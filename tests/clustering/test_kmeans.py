@@ -287,3 +287,58 @@ def test_assignment_step_travels_to_other_workers(data, tmp_path: Path) -> None:
     centroids = normalise(x[:K])
     worker = pickle.loads(pickle.dumps(make_assigner(centroids)))
     assert worker(parts[0].input_rows()).column("cluster_id").to_pylist() == assign(x[:20], centroids)[0].tolist()
+
+
+def naive_assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The definition: the full float64 distance matrix, argmin (numpy's first = lowest id)."""
+    dist = 1.0 - x.astype(np.float64) @ centroids.astype(np.float64).T
+    cluster = np.argmin(dist, axis=1)
+    return cluster, dist[np.arange(len(x)), cluster]
+
+
+def near_tie_data(n: int = 3000, k: int = 60, d: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors and centroids with exact duplicates and near-duplicates (float32 ties)."""
+    rng = np.random.default_rng(99)
+    c = normalise(rng.normal(size=(k, d))).astype(np.float32)
+    c[10] = c[3]  # exact duplicate: always 3
+    c[11] = normalise(c[3:4] + 1e-6 * rng.normal(size=(1, d))).astype(np.float32)[0]  # within float32 error
+    x = normalise(c[rng.integers(0, k, n)] + 0.2 * rng.normal(size=(n, d))).astype(np.float32)
+    x[:50] = normalise(c[3:4] + 0.01 * rng.normal(size=(50, d))).astype(np.float32)  # near 3, 10 and 11
+    return x, c
+
+
+@pytest.mark.parametrize("k", [60, 100])  # similarities kept k x rows (small k) and rows x k
+def test_assign_same_whatever_block_size_and_threads(k) -> None:
+    x, c = near_tie_data(k=k)
+    cluster, distance = assign(x, c, block_rows=64, threads=1)
+    for block_rows in (1, 7, 100, 1000, len(x)):
+        for threads in (1, 2, 3):
+            got = assign(x, c, block_rows=block_rows, threads=threads)
+            assert np.array_equal(got[0], cluster) and np.array_equal(got[1], distance), (block_rows, threads)
+    assert np.array_equal(assign(x, c)[0], cluster)
+    assert 10 not in set(cluster.tolist())  # the duplicate of 3 never wins
+
+
+@pytest.mark.parametrize("k", [60, 100])
+def test_assign_matches_the_naive_distance_matrix(k) -> None:
+    x, c = near_tie_data(k=k)
+    cluster, distance = assign(x, c, block_rows=128, threads=2)
+    ref_cluster, ref_distance = naive_assign(x, c)
+    assert cluster.tolist() == ref_cluster.tolist()
+    np.testing.assert_allclose(distance, ref_distance, atol=1e-6)
+
+
+def test_assign_decides_float32_near_ties_in_float64() -> None:
+    # Two centroids whose similarities to x differ by less than float32 can resolve: the
+    # float32 matmul may rank them either way, the float64 decision picks the truly nearer.
+    d = 64
+    rng = np.random.default_rng(5)
+    base = normalise(rng.normal(size=(1, d)))[0]
+    x = base.astype(np.float32)[None]
+    step = np.zeros(d)
+    step[int(np.argmax(np.abs(base)))] = 1e-7 * np.sign(base[int(np.argmax(np.abs(base)))])
+    c = np.stack([base - step, base]).astype(np.float32)  # row 1 is x exactly: nearer in exact arithmetic
+    exact = c.astype(np.float64) @ x[0].astype(np.float64)
+    assert exact[1] > exact[0]
+    for threads in (1, 2):
+        assert assign(x, c, threads=threads)[0].tolist() == [int(np.argmax(exact))]

@@ -45,7 +45,7 @@ def tiny(tmp_path_factory):
     pytest.importorskip("transformers")
     from python_udfs.scan.model import load_scan_model
 
-    return load_scan_model(save_tiny_neox(tmp_path_factory.mktemp("ckpt") / "tiny-neox"), device="cpu")
+    return load_scan_model(save_tiny_neox(tmp_path_factory.mktemp("ckpt") / "tiny-neox"), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def smollm2():
     pytest.importorskip("transformers")
     from python_udfs.scan.model import load_scan_model
 
-    return load_scan_model("smollm2", device="cpu")
+    return load_scan_model("smollm2", device="cpu", dtype="float32")
 
 
 def packed(docs: list[np.ndarray], packed_len: int) -> list[np.ndarray]:
