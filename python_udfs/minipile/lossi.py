@@ -192,6 +192,7 @@ def cluster_losses(documents: pa.Table | Iterable[Mapping[str, Any]], config: Lo
     if scan_model is None:
         from python_udfs.scan.model import load_scan_model
 
-        scan_model = load_scan_model(config.model, device=config.device)
+        # float32 everywhere: the losses set the quotas, so they must not move with the CPU's bf16 support
+        scan_model = load_scan_model(config.model, device=config.device, dtype="float32")
     losses = document_losses(scan_model, [r["text"] for r in rows], config.max_tokens, config.batch_size)
     return summarise([r["cluster_id"] for r in rows], losses, scan_model.name)
