@@ -208,6 +208,7 @@ class FastEncoder:
         self.unassigned = _unassigned_code_points()
         self.threads = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     @staticmethod
     def covers(spec: dict) -> bool:
@@ -261,8 +262,9 @@ class FastEncoder:
         if len(texts) < 2 * self.threads or self.threads == 1:
             out = self._chunk(texts)
         else:
-            if self._pool is None:
+            if self._pool is None or self._pool_pid != os.getpid():  # a forked child has no threads
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="neox-encode")
+                self._pool_pid = os.getpid()
             size = max(1, min(256, -(-len(texts) // (4 * self.threads))))
             chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
             out = [ids for part in self._pool.map(self._chunk, chunks) for ids in part]

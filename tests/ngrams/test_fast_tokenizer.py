@@ -154,3 +154,16 @@ def test_a_file_the_construction_does_not_cover_uses_the_reference(monkeypatch, 
         monkeypatch.delenv("PILEHOUSE_NEOX_TOKENIZER", raising=False)
         neox.load_tokenizer.cache_clear()
     assert neox.load_fast_encoder() is not None
+
+
+def _encode_in_child(texts: list[str]) -> list[list[int]]:
+    return [a.tolist() for a in neox.encode_batch(texts, "fast")]
+
+
+def test_a_forked_child_encodes_after_the_parent_did() -> None:
+    import multiprocessing
+
+    texts = [f"document {i}: the quick brown fox" for i in range(64)]
+    expected = [a.tolist() for a in neox.encode_batch(texts, "fast")]  # the parent's thread pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_encode_in_child, (texts,)).get(timeout=120) == expected
