@@ -1,6 +1,6 @@
 """GPT-NeoX tokenization MB/s: the fast encoder against the ``tokenizers`` library, ids compared.
 
-    make bench-tokenize            # or: python -m bench.tokenize --docs 3000 --other-text 300
+    make bench-tokenize            # or: python -m bench.tokenize --docs 600 --other-text 100
 
 In one run, on the same texts (an even mix of the sample corpus' sources, plus
 ``--other-text`` files of Python's installed stdlib: sources, docs, test data in other
@@ -64,12 +64,13 @@ def main() -> None:
     from python_udfs.ngrams import tokenizer as neox
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=3000, help="sample corpus documents (even mix of sources)")
-    parser.add_argument("--other-text", type=int, default=300, help="stdlib text files added (0: none)")
+    parser.add_argument("--docs", type=int, default=600, help="sample corpus documents (even mix of sources)")
+    parser.add_argument("--other-text", type=int, default=100, help="stdlib text files added (0: none)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    texts = sample_texts(args.docs) + (stdlib_texts(args.other_text) if args.other_text else [])
+    sample, other = sample_texts(args.docs), (stdlib_texts(args.other_text) if args.other_text else [])
+    texts = sample + other
     megabytes = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6
     library = neox.load_tokenizer()
     fast = neox.load_fast_encoder()  # file parsing is set-up, not throughput
@@ -102,7 +103,7 @@ def main() -> None:
     bandwidth = memory_bandwidth() * 1e9
     fidelity = {"texts": len(texts), "mismatching_texts": mismatches, "reference_fallback_texts": fallback}
     mbps = {name: megabytes / seconds for name, seconds in best.items()}
-    print(f"tokenize benchmark: {len(texts)} texts ({args.docs} sample docs + {len(texts) - args.docs} other), "
+    print(f"tokenize benchmark: {len(texts)} texts ({len(sample)} sample docs + {len(other)} stdlib files), "
           f"{megabytes:.1f} MB, {tokens:,} tokens, {cores} cores, best of {args.repeats}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in best.items()))
     common = dict(step="tokenization", metric="MB/s", contestant="pilehouse encode_batch (fast: tiktoken BPE, threads)",
