@@ -33,10 +33,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, len(keep), chunk):
             h, t = h_all[start: start + chunk].to(mm_dtype), t_all[start: start + chunk]
             logits = (h @ w.T).float()
-            lse = torch.logsumexp(logits, dim=1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            target = logits.gather(1, t[:, None]).squeeze(1)
+            # log-sum-exp with one exp pass, in place, whose result is also the softmax's
+            top = logits.amax(dim=1, keepdim=True)
+            probs = logits.sub_(top).exp_()
+            norm = probs.sum(dim=1)
+            total += (top.squeeze(1) + norm.log() - target).sum()
             if needs:  # d(sum loss)/d(logits) = softmax - one_hot, in place of the logits
-                probs = logits.sub_(lse[:, None]).exp_()
+                probs.div_(norm[:, None])
                 probs[torch.arange(len(t), device=t.device), t] -= 1.0
                 probs = probs.to(mm_dtype)
                 grad_kept[start: start + chunk] = probs @ w
