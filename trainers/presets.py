@@ -88,6 +88,8 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     dtype: str = "auto"  # auto: the recipe's autocast on GPU (seed fp16, pilehouse bf16), fp32 on CPU; fp16 is GPU only
     progress: bool = True  # tqdm progress bar on stderr
+    fused_loss: bool = default("train_fused_loss")  # projection + loss in row chunks, no full logits
+    deterministic: bool = default("train_deterministic")  # bitwise-resumable kernels (slower)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
@@ -118,7 +120,7 @@ class TrainConfig:
     OPERATIONAL = frozenset({
         "out_dir", "run_id", "resume", "db", "log_to_db", "db_wait", "device", "dtype",
         "progress", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
-        "log_every", "micro_batch_size", "grad_accum",
+        "log_every", "micro_batch_size", "grad_accum", "deterministic", "fused_loss",
     })
 
     def semantic_dict(self) -> dict[str, Any]:

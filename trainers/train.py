@@ -14,8 +14,9 @@ Every field of `TrainConfig` (trainers/presets.py) is a flag (`--micro-batch-siz
 resumable checkpoints (`step-000100/`, ...) and the final model (`final/`), each a
 `save_pretrained` folder with the tokenizer, so `AutoModelForCausalLM.from_pretrained` and
 lm-eval's HFLM load it as they load `EleutherAI/pythia-160m`. Run the same command again
-after a crash and it continues from the last checkpoint; on CPU the result is bitwise the
-one an uninterrupted run gives. Rows land in the warehouse's `training_runs` and
+after a crash and it continues from the last checkpoint; with `--deterministic` (var
+`train_deterministic`) the result is bitwise the one an uninterrupted run gives (CPU),
+without it (the default, faster) it is that run up to float rounding. Rows land in the warehouse's `training_runs` and
 `training_steps` tables (see trainers/warehouse_log.py for how the file lock is shared
 with dbt).
 """
@@ -46,6 +47,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from trainers import data as data_lib
+from trainers.fused_loss import linear_cross_entropy_sum
+from trainers.fused_loss import supports as fused_loss_supported
 from trainers.presets import OPTIMIZERS, PRESETS, RECIPES, SCHEDULES, TrainConfig
 from trainers.warehouse_log import write_run
 
@@ -286,16 +289,25 @@ def target_count(y: torch.Tensor) -> int:
     return int((y[:, 1:] != data_lib.IGNORE).sum())
 
 
-def loss_sum(model, x: torch.Tensor, y: torch.Tensor, env: Env) -> torch.Tensor:
-    """Summed next-token cross-entropy over the target (non -100) tokens of a batch."""
+def loss_sum(model, x: torch.Tensor, y: torch.Tensor, env: Env, fused: bool = False) -> torch.Tensor:
+    """Summed next-token cross-entropy over the target (non -100) tokens of a batch.
+
+    fused: the output projection and the loss in row chunks (trainers/fused_loss.py), never
+    the whole [batch, seq, vocab] logits; `model` must then be the bare causal LM (not DDP).
+    """
     x, y = x.to(env.device, non_blocking=True), y.to(env.device, non_blocking=True)
     autocast = (torch.autocast(env.device.type, dtype=env.dtype)
                 if env.dtype != torch.float32 else contextlib.nullcontext())
-    with autocast:
-        logits = model(input_ids=x, use_cache=False).logits
     # Position t predicts token t+1: shift the labels left (the last position predicts
     # nothing) rather than slicing the logits, which would copy a [batch, seq, 50304] tensor.
     targets = F.pad(y[:, 1:], (0, 1), value=data_lib.IGNORE)
+    if fused:
+        with autocast:
+            hidden = model.base_model(input_ids=x, use_cache=False).last_hidden_state
+        return linear_cross_entropy_sum(hidden.flatten(0, 1), model.get_output_embeddings().weight,
+                                        targets.flatten(), mm_dtype=env.dtype)
+    with autocast:
+        logits = model(input_ids=x, use_cache=False).logits
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
                            ignore_index=data_lib.IGNORE, reduction="sum")
 
@@ -309,13 +321,13 @@ def all_reduce_sum(values: list[float], env: Env) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(model, batches: list, env: Env) -> float | None:
+def evaluate(model, batches: list, env: Env, fused: bool = False) -> float | None:
     """Token-weighted mean validation loss over the cached validation batches."""
     model.eval()
     total, count = 0.0, 0
     for x, y in batches:
         if len(x):
-            total += float(loss_sum(model, x, y, env))
+            total += float(loss_sum(model, x, y, env, fused))
             count += target_count(y)
     model.train()
     total, count = all_reduce_sum([total, count], env)
@@ -346,10 +358,16 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     run_dir = Path(cfg.out_dir) / cfg.run_id
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if env.main else (lambda *a: None)
 
-    # Deterministic kernels make a resumed CPU run bitwise equal to an uninterrupted one.
+    # --deterministic: deterministic kernels make a resumed run bitwise equal to an
+    # uninterrupted one (and two runs equal). Off by default: torch then fills every new
+    # tensor before use (fill_uninitialized_memory), which costs ~20% of a CPU step. Without
+    # it a resumed run restores the same data position, optimizer, schedule and RNG state;
+    # only float rounding may differ.
     was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if env.device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(bool(cfg.deterministic))
+    if cfg.deterministic and env.device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+        torch.backends.cudnn.benchmark = False
     try:
         return _train(cfg, env, accum, global_batch, run_dir, say, on_step)
     finally:
@@ -409,6 +427,9 @@ def _train(cfg, env, accum, global_batch, run_dir, say, on_step) -> dict:
         step, tokens_seen, history = state["step"], state["tokens_seen"], state["history"]
         started_at, wall_before = state["started_at"], state["wall_seconds"]
         say(f"resuming {cfg.run_id} from {checkpoint} (step {step}/{cfg.steps})")
+    # The fused loss calls the model's base and head directly, which DDP's forward would not
+    # see: one process only.
+    fused = bool(cfg.fused_loss) and env.world == 1 and fused_loss_supported(model)
     ddp_model = model
     if env.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -485,7 +506,7 @@ def _train(cfg, env, accum, global_batch, run_dir, say, on_step) -> dict:
                 last_micro = i == accum - 1
                 with (ddp_model.no_sync() if env.world > 1 and not last_micro
                       else contextlib.nullcontext()):
-                    loss = loss_sum(ddp_model, x, y, env)
+                    loss = loss_sum(ddp_model, x, y, env, fused)
                     # DDP averages gradients over ranks; multiply by world to undo that.
                     scaler.scale(loss * env.world / n_global).backward()
                 step_loss += loss.detach()
@@ -507,7 +528,7 @@ def _train(cfg, env, accum, global_batch, run_dir, say, on_step) -> dict:
                        elapsed_s=wall_before + time.perf_counter() - session_start)
             last = step == cfg.steps
             if cfg.eval_every and val_batches and (step % cfg.eval_every == 0 or last):
-                row["val_loss"] = last_val = evaluate(model, val_batches, env)
+                row["val_loss"] = last_val = evaluate(model, val_batches, env, fused)
             if step % cfg.log_every == 0 or last or row["val_loss"] is not None:
                 history.append(row)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:

@@ -6,7 +6,8 @@
 Each writes ``WORK/started`` once its imports and set-up are done (a kill is timed from then),
 then runs through the same functions the dbt model (scan) and ``pilehouse train`` call. The
 scan covers 24 real documents of the sample corpus in parts of 2 documents; the training run
-is 24 steps of the tiny preset with a checkpoint every 4, writing its steps to the warehouse.
+is 24 steps of the tiny preset in its bitwise-resumable mode (`deterministic`), a checkpoint
+every 4, writing its steps to the warehouse.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def train_config(work: Path):
     return TrainConfig.from_preset(
         "tiny", dataset="minipile", seq_len=32, batch_size=4, micro_batch_size=2, steps=TRAIN_STEPS, warmup=2,
         eval_every=8, eval_batches=1, checkpoint_every=4, out_dir=str(work / "checkpoints"),
-        db=str(work / "pilehouse.duckdb"), progress=False, db_wait=30, run_id="killed")
+        db=str(work / "pilehouse.duckdb"), progress=False, db_wait=30, run_id="killed", deterministic=True)
 
 
 def train(work: Path) -> None:
