@@ -47,6 +47,11 @@ SLABS_KEY = "pilehouse.ngram_slabs"
 
 TOKENS_SCHEMA = pa.schema([("doc_id", pa.int64()), ("n_tokens", pa.int32()),
                            ("tokens", pa.large_list(pa.uint16()))])
+#: Writer options of the partial and reduced count files: ids are near-random 16-bit values
+#: (dictionary encoding only costs time), n, shard and count repeat (dictionary pays); LZ4
+#: is the cheapest codec to write and read back.
+PARTIAL_PARQUET = {"use_dictionary": ["n", "shard", "count"], "compression": "lz4"}
+COUNTS_PARQUET = {"use_dictionary": ["count"], "compression": "lz4"}
 PARTIAL_SCHEMA = pa.schema([("n", pa.uint8()), ("shard", pa.uint16()), ("id0", pa.uint16()),
                             ("id1", pa.uint16()), ("id2", pa.uint16()), ("count", pa.int64())])
 
@@ -194,22 +199,38 @@ def memory_budget(memory_mb: float | None = None) -> int:
     return int(float(value) * 2**20)
 
 
-def _window_starts_inside(n_windows: int, offsets: np.ndarray, n: int) -> np.ndarray | None:
-    """A mask of the window starts whose n tokens lie inside one sequence (None: all do)."""
+def _window_starts_across(n_windows: int, offsets: np.ndarray, n: int) -> np.ndarray:
+    """The window starts (sorted, unique) whose n tokens cross a sequence boundary."""
     starts, ends = offsets[:-1], offsets[1:]
     bad = [ends[ends - k >= starts] - k for k in range(1, n)]
     bad = np.concatenate(bad) if bad else np.zeros(0, np.int64)
-    bad = bad[bad < n_windows]
-    if not len(bad):
-        return None
-    keep = np.ones(n_windows, dtype=bool)
-    keep[bad] = False
-    return keep
+    return np.unique(bad[bad < n_windows])
 
 
 def _shard_bits(n_shards: int, n: int) -> np.ndarray:
     """``(id % n_shards) << 16 n`` for every uint16 id: the shard as the key's top bits."""
     return (np.arange(65536, dtype=np.uint64) % np.uint64(n_shards)) << np.uint64(16 * n)
+
+
+#: Never a real key (ids < 2**16 - 1 and shards < 2**16 - 1): marks a window that crosses a sequence.
+_ACROSS = np.uint64(2**64 - 1)
+
+
+def _window_keys(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int) -> tuple[np.ndarray, int]:
+    """Every window's packed key, those across a sequence boundary set to ``_ACROSS``; and how many those are."""
+    tokens = np.asarray(tokens, dtype=np.uint16)
+    n_windows = len(tokens) - n + 1
+    if n_windows <= 0:
+        return np.zeros(0, dtype=np.uint64), 0
+    keys = _shard_bits(n_shards, n)[tokens[:n_windows]]
+    wide = tokens.astype(np.uint64)
+    shifted = np.empty(n_windows, dtype=np.uint64)
+    for k in range(n):
+        np.left_shift(wide[k: k + n_windows], np.uint64(16 * (n - 1 - k)), out=shifted)
+        keys |= shifted
+    across = _window_starts_across(n_windows, np.asarray(offsets, dtype=np.int64), n)
+    keys[across] = _ACROSS
+    return keys, len(across)
 
 
 def ngram_keys(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int = 1) -> np.ndarray:
@@ -219,25 +240,22 @@ def ngram_keys(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int = 
     the end. A window is kept only if it lies inside one sequence. With the shard
     (``id0 % n_shards``) in the top bits, sorted keys are in (shard, ids) order.
     """
-    tokens = np.asarray(tokens, dtype=np.uint16)
-    n_windows = len(tokens) - n + 1
-    if n_windows <= 0:
-        return np.zeros(0, dtype=np.uint64)
-    keys = _shard_bits(n_shards, n)[tokens[:n_windows]]
-    for k in range(n):
-        keys |= tokens[k: k + n_windows].astype(np.uint64) << np.uint64(16 * (n - 1 - k))
-    keep = _window_starts_inside(n_windows, np.asarray(offsets, dtype=np.int64), n)
-    return keys if keep is None else keys[keep]
+    keys, across = _window_keys(tokens, offsets, n, n_shards)
+    return keys[keys != _ACROSS] if across else keys
 
 
-def unique_counts(keys: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def unique_counts(keys: np.ndarray, counts: np.ndarray | None = None,
+                  drop_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct keys and how often each occurs (or the sum of ``counts`` per key), exactly.
 
     Sort-based: numpy's sort picks its SIMD kernel from the CPU (AVX-512 or AVX2 quicksort,
-    else its scalar introsort); sums are int64 (no float rounding).
+    else its scalar introsort); sums are int64 (no float rounding). ``drop_last``: ignore
+    that many of the largest keys (the windows marked ``_ACROSS``). ``keys`` may be sorted
+    in place.
     """
     if counts is None:
-        ordered = np.sort(keys)
+        keys.sort()
+        ordered = keys[: len(keys) - drop_last]
     else:
         order = np.argsort(keys)
         ordered, counts = keys[order], counts[order]
@@ -248,13 +266,16 @@ def unique_counts(keys: np.ndarray, counts: np.ndarray | None = None) -> tuple[n
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
     starts = np.flatnonzero(first)
     if counts is None:
-        return ordered[starts], np.diff(np.append(starts, len(ordered))).astype(np.int64)
+        return ordered[starts], np.diff(starts, append=len(ordered)).astype(np.int64)
     return ordered[starts], np.add.reduceat(counts.astype(np.int64, copy=False), starts)
 
 
-def count_keys(keys: np.ndarray, n: int) -> pa.Table:
-    """Exact counts of packed keys (``ngram_keys``): shard, id columns (uint16) and count, sorted by key."""
-    unique, counts = unique_counts(keys)
+def count_keys(keys: np.ndarray, n: int, drop_last: int = 0) -> pa.Table:
+    """Exact counts of packed keys (``ngram_keys``): shard, id columns (uint16) and count, sorted by key.
+
+    ``drop_last``: that many keys are ``_ACROSS`` (windows across a sequence boundary), not counted.
+    """
+    unique, counts = unique_counts(keys, drop_last=drop_last)
     return _unpack(unique, counts, n)
 
 
@@ -300,7 +321,8 @@ def count_sequences(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: i
     pieces = []
     for first, last in _chunks(offsets, chunk_tokens):
         lo, hi = int(offsets[first]), int(offsets[last])
-        pieces.append(count_keys(ngram_keys(tokens[lo:hi], offsets[first: last + 1] - lo, n, n_shards), n))
+        keys, across = _window_keys(tokens[lo:hi], offsets[first: last + 1] - lo, n, n_shards)
+        pieces.append(count_keys(keys, n, across))
     if len(pieces) == 1:
         return pieces[0]
     keys = np.concatenate([_pack(t, n) for t in pieces])
@@ -353,8 +375,11 @@ def read_sequence_tokens(path: str) -> pa.Table:
 
 
 def _sequence_content(path: Path) -> str:
-    """A sequence part's content digest: the fingerprint it was written with (else its bytes)."""
-    return existing_fingerprint(path) or hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    """A sequence part's content digest: the fingerprint it was written with (else its bytes).
+
+    Its pages are not read back here: the pack step of the same build already verified (or
+    rewrote) every sequence part."""
+    return existing_fingerprint(path, verify=False) or hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def count_step(out_dir: Path, n_shards: int, memory_mb: float | None = None) -> Step:
@@ -363,7 +388,8 @@ def count_step(out_dir: Path, n_shards: int, memory_mb: float | None = None) -> 
         raise ValueError(f"ngram_shards must be between 1 and 65535, not {n_shards}")
     memory_budget(memory_mb)  # a bad value fails here, before any part
     return Step(name="count", out_dir=Path(out_dir), settings={"n_shards": n_shards, "orders": list(ORDERS)},
-                make_worker=functools.partial(counter_worker, n_shards, memory_mb), unit="seq")
+                make_worker=functools.partial(counter_worker, n_shards, memory_mb), unit="seq",
+                parquet=PARTIAL_PARQUET)
 
 
 def partial_count_parts(seq_parts: Iterable[Path]) -> Iterator[Part]:
@@ -513,6 +539,8 @@ def _duckdb_settings(memory_limit: str | None, threads: int | None, temp_directo
         settings["memory_limit"] = str(memory_limit)
     if threads:
         settings["threads"] = str(int(threads))
+    if not memory_limit and not threads:
+        return settings  # nothing that could be invalid: no connection needed to check it
     with duckdb.connect(":memory:") as con:
         for key, value in settings.items():
             try:
@@ -569,7 +597,8 @@ def reduce_step(out_dir: Path, n: int, n_shards: int, duckdb_settings: dict[str,
     Which path reduces a shard (numpy or DuckDB, by ``memory_mb``) is not in the settings:
     both write the same rows."""
     return Step(name=f"reduce {n}-grams", out_dir=Path(out_dir) / f"n={n}", settings={"n": n, "n_shards": n_shards},
-                make_worker=functools.partial(reducer_worker, n, duckdb_settings, memory_mb), unit="shard")
+                make_worker=functools.partial(reducer_worker, n, duckdb_settings, memory_mb), unit="shard",
+                parquet=COUNTS_PARQUET)
 
 
 def shard_parts(files: list[Path], listings: list[dict], n: int, n_shards: int) -> Iterator[Part]:
