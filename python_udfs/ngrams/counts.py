@@ -12,13 +12,19 @@ parts atomically, removes stale ones and names the part that failed:
    rewritten only when its tokens change.
 3. ``count_partials``: a part = one sequence part -> its exact n-gram counts inside each
    sequence (never across a sequence boundary; across a document boundary only through
-   the EOS token), pre-aggregated with numpy. One file per sequence part, sorted by
-   (n, shard, ids) with ``shard = id0 % n_shards``; its metadata lists a digest of each
-   (n, shard) slab.
-4. ``reduce_shards``: a part = one shard of one n -> one DuckDB ``group by`` over that
-   shard's slabs, on the worker's own connection under ``memory_limit``: memory follows
-   one shard, not the corpus. A shard's content digest is the digest of the slabs that
-   feed it, so it is recomputed exactly when one of them changed.
+   the EOS token). Each window is one uint64 key, ``shard << 16n | id0 << 16(n-1) | ...``
+   (``shard = id0 % n_shards``), so one numpy sort (its SIMD kernel, picked from the CPU)
+   puts them in (shard, ids) order and counting is a diff of the sorted keys; when the keys
+   would outgrow ``ngram_memory_mb`` the part is counted in passes over (shard, id0) ranges.
+   One file per sequence part, sorted by (n, shard, ids), one row group per (n, shard)
+   slab; its metadata lists a digest of each slab.
+4. ``reduce_shards``: a part = one shard of one n -> ``sum(count) group by ids`` over that
+   shard's slabs: in numpy on the same packed keys (reading only the shard's row groups)
+   when its slab rows fit ``ngram_memory_mb`` (and ``memory_limit``), else one DuckDB
+   ``group by`` on the worker's own connection under ``memory_limit``, spilling. Memory
+   follows one shard, not the corpus; both paths write the same rows. A shard's content
+   digest is the digest of the slabs that feed it, so it is recomputed exactly when one of
+   them changed.
 """
 
 from __future__ import annotations
@@ -182,11 +188,11 @@ def pack_sequences(
 
 #: Peak working bytes per token while one order's windows are keyed, sorted and counted
 #: (tokens as uint64, the keys, the unique flags and indices, the counts); a part is counted
-#: in chunks of sequences whose tokens times this fit ``ngram_memory_mb``.
+#: in passes over (shard, id0) ranges whose windows times this fit ``ngram_memory_mb``.
 COUNT_BYTES_PER_TOKEN = 48
 #: Peak working bytes per partial row while a shard is reduced in numpy (the packed key,
 #: its count, the sort order, the sorted copies and the Arrow columns read).
-REDUCE_BYTES_PER_ROW = 64
+REDUCE_BYTES_PER_ROW = 80
 
 
 def memory_budget(memory_mb: float | None = None) -> int:
@@ -244,30 +250,56 @@ def ngram_keys(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int = 
     return keys[keys != _ACROSS] if across else keys
 
 
-def unique_counts(keys: np.ndarray, counts: np.ndarray | None = None,
-                  drop_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def unique_counts(keys: np.ndarray, counts: np.ndarray | None = None, drop_last: int = 0,
+                  key_bits: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct keys and how often each occurs (or the sum of ``counts`` per key), exactly.
 
     Sort-based: numpy's sort picks its SIMD kernel from the CPU (AVX-512 or AVX2 quicksort,
     else its scalar introsort); sums are int64 (no float rounding). ``drop_last``: ignore
     that many of the largest keys (the windows marked ``_ACROSS``). ``keys`` may be sorted
-    in place.
+    in place. With ``counts`` and keys of ``key_bits`` < 64 bits, each count small enough
+    rides in the spare low bits, so one plain sort replaces an argsort and two gathers.
     """
-    if counts is None:
-        keys.sort()
-        ordered = keys[: len(keys) - drop_last]
-    else:
-        order = np.argsort(keys)
-        ordered, counts = keys[order], counts[order]
+    if counts is not None:
+        return _sum_by_key(keys, counts, key_bits)
+    keys.sort()
+    ordered = keys[: len(keys) - drop_last]
     if not len(ordered):
         return ordered, np.zeros(0, np.int64)
+    starts = _run_starts(ordered)
+    return ordered[starts], np.diff(starts, append=len(ordered)).astype(np.int64)
+
+
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
     first = np.empty(len(ordered), dtype=bool)
     first[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    if counts is None:
-        return ordered[starts], np.diff(starts, append=len(ordered)).astype(np.int64)
-    return ordered[starts], np.add.reduceat(counts.astype(np.int64, copy=False), starts)
+    return np.flatnonzero(first)
+
+
+def _sum_by_key(keys: np.ndarray, counts: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = counts.astype(np.int64, copy=False)
+    if not len(keys):
+        return keys, np.zeros(0, np.int64)
+    spare = 64 - key_bits
+    small = counts < (1 << spare) - 1 if spare else np.zeros(len(counts), dtype=bool)
+    if spare and small.any():
+        packed = keys[small] << np.uint64(spare)
+        packed |= counts[small].astype(np.uint64)
+        packed.sort()
+        ordered = packed >> np.uint64(spare)
+        starts = _run_starts(ordered)
+        low = (packed & np.uint64((1 << spare) - 1)).astype(np.int64)
+        unique, sums = ordered[starts], np.add.reduceat(low, starts)
+        if small.all():
+            return unique, sums
+        # the few counts too large for the spare bits: summed on their own, then merged in
+        big_keys, big_sums = _sum_by_key(keys[~small], counts[~small], 64)
+        return _sum_by_key(np.concatenate([unique, big_keys]), np.concatenate([sums, big_sums]), 64)
+    order = np.argsort(keys)
+    ordered, counts = keys[order], counts[order]
+    starts = _run_starts(ordered)
+    return ordered[starts], np.add.reduceat(counts, starts)
 
 
 def count_keys(keys: np.ndarray, n: int, drop_last: int = 0) -> pa.Table:
@@ -298,37 +330,47 @@ def _pack(table: pa.Table, n: int, with_shard: bool = True) -> np.ndarray:
     return key
 
 
-def _chunks(offsets: np.ndarray, chunk_tokens: int) -> list[tuple[int, int]]:
-    """Runs of whole sequences (first, last + 1) of at most ``chunk_tokens`` tokens (at least one each)."""
-    bounds, first = [], 0
-    n_seqs = len(offsets) - 1
-    while first < n_seqs:
-        last = int(np.searchsorted(offsets, offsets[first] + chunk_tokens, side="right")) - 1
-        last = max(last, first + 1)
-        bounds.append((first, min(last, n_seqs)))
-        first = min(last, n_seqs)
-    return bounds
+@functools.lru_cache(maxsize=8)
+def _id_ranks(n_shards: int) -> np.ndarray:
+    """Each uint16 id's position in (id % n_shards, id) order: the order of keys' top bits."""
+    ids = np.arange(65536, dtype=np.int64)
+    ranks = np.empty(65536, dtype=np.uint16)
+    ranks[np.lexsort((ids, ids % n_shards))] = np.arange(65536, dtype=np.uint16)
+    return ranks
 
 
 def count_sequences(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int,
                     memory_bytes: int) -> pa.Table:
-    """One order's counts over sequences (``count_keys``' table), in chunks of sequences that fit ``memory_bytes``.
+    """One order's counts over sequences (``count_keys``' table), its working arrays within ``memory_bytes``.
 
-    Chunks are merged by summing their counts per key, so the result does not depend on the
-    chunking (nor on ``ngram_memory_mb``).
+    When the windows' keys do not fit at once, they are counted in passes over ranges of
+    (shard, id0): each pass keys, sorts and counts only the windows whose first token falls
+    in its range (ranges cut at the windows' quantiles), and the passes' counts, already in
+    key order, are concatenated. No merge, and the result does not depend on the passes.
     """
-    chunk_tokens = max(1, memory_bytes // COUNT_BYTES_PER_TOKEN)
+    tokens = np.asarray(tokens, dtype=np.uint16)
+    n_windows = len(tokens) - n + 1
+    passes = -(-max(n_windows, 0) * COUNT_BYTES_PER_TOKEN // memory_bytes)
+    if passes <= 1:
+        keys, across = _window_keys(tokens, offsets, n, n_shards)
+        return count_keys(keys, n, across)
+    rank = _id_ranks(n_shards)[tokens[:n_windows]]  # 2 bytes per window
+    inside = np.ones(n_windows, dtype=bool)
+    inside[_window_starts_across(n_windows, np.asarray(offsets, dtype=np.int64), n)] = False
+    windows_by_rank = np.cumsum(np.bincount(rank[inside], minlength=65536))
+    cuts = np.searchsorted(windows_by_rank, np.arange(1, passes) * (windows_by_rank[-1] / passes), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [65536]]))
+    shard_bits = _shard_bits(n_shards, n)
     pieces = []
-    for first, last in _chunks(offsets, chunk_tokens):
-        lo, hi = int(offsets[first]), int(offsets[last])
-        keys, across = _window_keys(tokens[lo:hi], offsets[first: last + 1] - lo, n, n_shards)
-        pieces.append(count_keys(keys, n, across))
-    if len(pieces) == 1:
-        return pieces[0]
-    keys = np.concatenate([_pack(t, n) for t in pieces])
-    counts = np.concatenate([t.column("count").to_numpy() for t in pieces])
-    del pieces
-    return _unpack(*unique_counts(keys, counts), n)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        at = np.flatnonzero(inside & (rank >= lo) & (rank < hi))
+        keys = shard_bits[tokens[at]]
+        for k in range(n):
+            keys |= tokens[at + k].astype(np.uint64) << np.uint64(16 * (n - 1 - k))
+        del at
+        pieces.append(count_keys(keys, n))
+        del keys
+    return pa.concat_tables(pieces)
 
 
 def count_part(rows: pa.Table, n_shards: int, memory_mb: float | None = None
@@ -345,7 +387,7 @@ def count_part(rows: pa.Table, n_shards: int, memory_mb: float | None = None
     for n in ORDERS:
         keyed = count_sequences(tokens, offsets, n, n_shards, budget)
         shard = keyed.column("shard").to_numpy()
-        counts = keyed.select([*NGRAM_COLUMNS[n], "count"])
+        counts = keyed.select([*NGRAM_COLUMNS[n], "count"]).combine_chunks()
         windows[str(n)] = int(np.sum(counts.column("count").to_numpy()))
         bounds = np.searchsorted(shard, np.arange(n_shards + 1))
         slabs[str(n)] = {}
@@ -462,16 +504,17 @@ def read_slab(path: str, n: int, shard: int) -> pa.Table:
     return parquet.read_row_groups(groups, columns=columns)
 
 
-def reduce_shard_numpy(paths: list[str], n: int, shard: int) -> pa.Table:
-    """``sum(count) group by ids order by ids`` over one shard's slabs, on packed uint64 keys in numpy."""
-    keys, counts = [], []
-    for path in paths:
-        slab = read_slab(path, n, shard)
-        keys.append(_pack(slab, n, with_shard=False))
-        counts.append(slab.column("count").to_numpy())
-    unique, sums = unique_counts(np.concatenate(keys), np.concatenate(counts))
-    table = _unpack(unique, sums, n)
+def reduce_slabs(slabs: list[pa.Table], n: int) -> pa.Table:
+    """``sum(count) group by ids order by ids`` over slabs of one shard (id columns and count), in numpy."""
+    keys = np.concatenate([_pack(slab, n, with_shard=False) for slab in slabs]) if slabs else np.zeros(0, np.uint64)
+    counts = np.concatenate([slab.column("count").to_numpy() for slab in slabs]) if slabs else np.zeros(0, np.int64)
+    table = _unpack(*unique_counts(keys, counts, key_bits=16 * n), n)
     return table.select([*NGRAM_COLUMNS[n], "count"]).cast(_result_schema(n))
+
+
+def reduce_shard_numpy(paths: list[str], n: int, shard: int) -> pa.Table:
+    """One shard's reduce on packed uint64 keys in numpy, reading only its slabs' row groups."""
+    return reduce_slabs([read_slab(path, n, shard) for path in paths], n)
 
 
 def reduce_shard(rows: pa.Table, n: int, duckdb_settings: dict[str, str], memory_mb: float | None = None) -> pa.Table:
