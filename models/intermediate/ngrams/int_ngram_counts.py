@@ -21,7 +21,8 @@ def model(dbt, session):
     seq_len = dbt.config.get("ngram_seq_len")
     n_shards = int(dbt.config.get("ngram_shards"))
     memory_limit = none_if_blank(dbt.config.get("ngram_memory_limit"))
-    memory_mb = float(none_if_blank(dbt.config.get("ngram_memory_mb")) or default("ngram_memory_mb"))
+    memory_mb = dbt.config.get("ngram_memory_mb")
+    memory_mb = float(memory_mb) if none_if_blank(memory_mb) is not None else default("ngram_memory_mb")
     executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
                              dbt.config.get("ray_workers"))
 
