@@ -12,13 +12,19 @@ parts atomically, removes stale ones and names the part that failed:
    rewritten only when its tokens change.
 3. ``count_partials``: a part = one sequence part -> its exact n-gram counts inside each
    sequence (never across a sequence boundary; across a document boundary only through
-   the EOS token), pre-aggregated with numpy. One file per sequence part, sorted by
-   (n, shard, ids) with ``shard = id0 % n_shards``; its metadata lists a digest of each
-   (n, shard) slab.
-4. ``reduce_shards``: a part = one shard of one n -> one DuckDB ``group by`` over that
-   shard's slabs, on the worker's own connection under ``memory_limit``: memory follows
-   one shard, not the corpus. A shard's content digest is the digest of the slabs that
-   feed it, so it is recomputed exactly when one of them changed.
+   the EOS token). Each window is one uint64 key, ``shard << 16n | id0 << 16(n-1) | ...``
+   (``shard = id0 % n_shards``), so one numpy sort (its SIMD kernel, picked from the CPU)
+   puts them in (shard, ids) order and counting is a diff of the sorted keys; when the keys
+   would outgrow ``ngram_memory_mb`` the part is counted in passes over (shard, id0) ranges.
+   One file per sequence part, sorted by (n, shard, ids), one row group per (n, shard)
+   slab; its metadata lists a digest of each slab.
+4. ``reduce_shards``: a part = one shard of one n -> ``sum(count) group by ids`` over that
+   shard's slabs: in numpy on the same packed keys (reading only the shard's row groups)
+   when its slab rows fit ``ngram_memory_mb`` (and ``memory_limit``), else one DuckDB
+   ``group by`` on the worker's own connection under ``memory_limit``, spilling. Memory
+   follows one shard, not the corpus; both paths write the same rows. A shard's content
+   digest is the digest of the slabs that feed it, so it is recomputed exactly when one of
+   them changed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -46,6 +53,11 @@ SLABS_KEY = "pilehouse.ngram_slabs"
 
 TOKENS_SCHEMA = pa.schema([("doc_id", pa.int64()), ("n_tokens", pa.int32()),
                            ("tokens", pa.large_list(pa.uint16()))])
+#: Writer options of the partial and reduced count files: ids are near-random 16-bit values
+#: (dictionary encoding only costs time), n, shard and count repeat (dictionary pays); LZ4
+#: is the cheapest codec to write and read back.
+PARTIAL_PARQUET = {"use_dictionary": ["n", "shard", "count"], "compression": "lz4"}
+COUNTS_PARQUET = {"use_dictionary": ["count"], "compression": "lz4"}
 PARTIAL_SCHEMA = pa.schema([("n", pa.uint8()), ("shard", pa.uint16()), ("id0", pa.uint16()),
                             ("id1", pa.uint16()), ("id2", pa.uint16()), ("count", pa.int64())])
 
@@ -174,71 +186,230 @@ def pack_sequences(
 
 # --- 3. count -------------------------------------------------------------------------
 
-def ngram_keys(tokens: np.ndarray, offsets: np.ndarray, n: int) -> np.ndarray:
-    """All n-grams inside each sequence as packed integer keys (16 bits per token id).
+#: Peak working bytes per token while one order's windows are keyed, sorted and counted
+#: (tokens as uint64, the keys, the unique flags and indices, the counts); a part is counted
+#: in passes over (shard, id0) ranges whose windows times this fit ``ngram_memory_mb``.
+COUNT_BYTES_PER_TOKEN = 48
+#: Peak working bytes per partial row while a shard is reduced in numpy (the packed key,
+#: its count, the sort order, the sorted copies and the Arrow columns read).
+REDUCE_BYTES_PER_ROW = 80
 
-    ``tokens`` is the sequences' tokens back to back, ``offsets`` their starts plus the end.
-    A window is kept only if it lies inside one sequence.
+
+def memory_budget(memory_mb: float | None = None) -> int:
+    """Bytes one count or reduce worker may use for its working arrays (``ngram_memory_mb``)."""
+    from python_udfs.settings import default
+
+    value = default("ngram_memory_mb") if memory_mb is None else memory_mb
+    if float(value) <= 0:
+        raise ValueError(f"ngram_memory_mb must be positive, not {value!r}")
+    return int(float(value) * 2**20)
+
+
+def _window_starts_across(n_windows: int, offsets: np.ndarray, n: int) -> np.ndarray:
+    """The window starts (sorted, unique) whose n tokens cross a sequence boundary."""
+    starts, ends = offsets[:-1], offsets[1:]
+    bad = [ends[ends - k >= starts] - k for k in range(1, n)]
+    bad = np.concatenate(bad) if bad else np.zeros(0, np.int64)
+    return np.unique(bad[bad < n_windows])
+
+
+def _shard_bits(n_shards: int, n: int) -> np.ndarray:
+    """``(id % n_shards) << 16 n`` for every uint16 id: the shard as the key's top bits."""
+    return (np.arange(65536, dtype=np.uint64) % np.uint64(n_shards)) << np.uint64(16 * n)
+
+
+#: Never a real key (ids < 2**16 - 1 and shards < 2**16 - 1): marks a window that crosses a sequence.
+_ACROSS = np.uint64(2**64 - 1)
+
+
+def _window_keys(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int) -> tuple[np.ndarray, int]:
+    """Every window's packed key, those across a sequence boundary set to ``_ACROSS``; and how many those are."""
+    tokens = np.asarray(tokens, dtype=np.uint16)
+    n_windows = len(tokens) - n + 1
+    if n_windows <= 0:
+        return np.zeros(0, dtype=np.uint64), 0
+    keys = _shard_bits(n_shards, n)[tokens[:n_windows]]
+    wide = tokens.astype(np.uint64)
+    shifted = np.empty(n_windows, dtype=np.uint64)
+    for k in range(n):
+        np.left_shift(wide[k: k + n_windows], np.uint64(16 * (n - 1 - k)), out=shifted)
+        keys |= shifted
+    across = _window_starts_across(n_windows, np.asarray(offsets, dtype=np.int64), n)
+    keys[across] = _ACROSS
+    return keys, len(across)
+
+
+def ngram_keys(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int = 1) -> np.ndarray:
+    """All n-grams inside each sequence as packed uint64 keys: ``shard << 16n | id0 << 16(n-1) | ...``.
+
+    ``tokens`` is the sequences' tokens back to back (uint16), ``offsets`` their starts plus
+    the end. A window is kept only if it lies inside one sequence. With the shard
+    (``id0 % n_shards``) in the top bits, sorted keys are in (shard, ids) order.
     """
-    if len(tokens) < n:
-        return np.zeros(0, dtype=np.uint64)
-    t = tokens.astype(np.uint64)
-    keys = t[: len(t) - n + 1].copy()
-    for k in range(1, n):
-        keys = (keys << np.uint64(16)) | t[k: len(t) - n + 1 + k]
-    starts = np.arange(len(keys))
-    seq_of_start = np.searchsorted(offsets, starts, side="right") - 1
-    inside = starts + n <= offsets[seq_of_start + 1]
-    return keys[inside]
+    keys, across = _window_keys(tokens, offsets, n, n_shards)
+    return keys[keys != _ACROSS] if across else keys
 
 
-def count_keys(keys: np.ndarray, n: int) -> pa.Table:
-    """Exact counts of packed keys, unpacked into id columns (uint16) and a count, sorted by ids."""
-    unique, counts = np.unique(keys, return_counts=True)
-    columns = {}
+def unique_counts(keys: np.ndarray, counts: np.ndarray | None = None, drop_last: int = 0,
+                  key_bits: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and how often each occurs (or the sum of ``counts`` per key), exactly.
+
+    Sort-based: numpy's sort picks its SIMD kernel from the CPU (AVX-512 or AVX2 quicksort,
+    else its scalar introsort); sums are int64 (no float rounding). ``drop_last``: ignore
+    that many of the largest keys (the windows marked ``_ACROSS``). ``keys`` may be sorted
+    in place. With ``counts`` and keys of ``key_bits`` < 64 bits, each count small enough
+    rides in the spare low bits, so one plain sort replaces an argsort and two gathers.
+    """
+    if counts is not None:
+        return _sum_by_key(keys, counts, key_bits)
+    keys.sort()
+    ordered = keys[: len(keys) - drop_last]
+    if not len(ordered):
+        return ordered, np.zeros(0, np.int64)
+    starts = _run_starts(ordered)
+    return ordered[starts], np.diff(starts, append=len(ordered)).astype(np.int64)
+
+
+def _run_starts(ordered: np.ndarray) -> np.ndarray:
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return np.flatnonzero(first)
+
+
+def _sum_by_key(keys: np.ndarray, counts: np.ndarray, key_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    counts = counts.astype(np.int64, copy=False)
+    if not len(keys):
+        return keys, np.zeros(0, np.int64)
+    spare = 64 - key_bits
+    small = counts < (1 << spare) - 1 if spare else np.zeros(len(counts), dtype=bool)
+    if spare and small.any():
+        packed = keys[small] << np.uint64(spare)
+        packed |= counts[small].astype(np.uint64)
+        packed.sort()
+        ordered = packed >> np.uint64(spare)
+        starts = _run_starts(ordered)
+        low = (packed & np.uint64((1 << spare) - 1)).astype(np.int64)
+        unique, sums = ordered[starts], np.add.reduceat(low, starts)
+        if small.all():
+            return unique, sums
+        # the few counts too large for the spare bits: summed on their own, then merged in
+        big_keys, big_sums = _sum_by_key(keys[~small], counts[~small], 64)
+        return _sum_by_key(np.concatenate([unique, big_keys]), np.concatenate([sums, big_sums]), 64)
+    order = np.argsort(keys)
+    ordered, counts = keys[order], counts[order]
+    starts = _run_starts(ordered)
+    return ordered[starts], np.add.reduceat(counts, starts)
+
+
+def count_keys(keys: np.ndarray, n: int, drop_last: int = 0) -> pa.Table:
+    """Exact counts of packed keys (``ngram_keys``): shard, id columns (uint16) and count, sorted by key.
+
+    ``drop_last``: that many keys are ``_ACROSS`` (windows across a sequence boundary), not counted.
+    """
+    unique, counts = unique_counts(keys, drop_last=drop_last)
+    return _unpack(unique, counts, n)
+
+
+def _unpack(unique: np.ndarray, counts: np.ndarray, n: int) -> pa.Table:
+    columns = {"shard": pa.array((unique >> np.uint64(16 * n)).astype(np.uint16))}
     for k, name in enumerate(NGRAM_COLUMNS[n]):
         shift = np.uint64(16 * (n - 1 - k))
         columns[name] = pa.array(((unique >> shift) & np.uint64(0xFFFF)).astype(np.uint16))
-    columns["count"] = pa.array(counts.astype(np.int64))
+    columns["count"] = pa.array(counts.astype(np.int64, copy=False))
     return pa.table(columns)
 
 
-def count_part(rows: pa.Table, n_shards: int) -> tuple[pa.Table, dict[str, str]]:
-    """One sequence part's bigram and trigram counts, sorted by (n, shard, ids); id2 is null for bigrams."""
+def _pack(table: pa.Table, n: int, with_shard: bool = True) -> np.ndarray:
+    """Each row's key again from its columns (``ngram_keys``' layout; without the shard if asked)."""
+    key = np.zeros(table.num_rows, dtype=np.uint64)
+    names = (["shard"] if with_shard else []) + NGRAM_COLUMNS[n]
+    for name in names:
+        shift = 16 * n if name == "shard" else 16 * (n - 1 - NGRAM_COLUMNS[n].index(name))
+        key |= table.column(name).to_numpy().astype(np.uint64) << np.uint64(shift)
+    return key
+
+
+@functools.lru_cache(maxsize=8)
+def _id_ranks(n_shards: int) -> np.ndarray:
+    """Each uint16 id's position in (id % n_shards, id) order: the order of keys' top bits."""
+    ids = np.arange(65536, dtype=np.int64)
+    ranks = np.empty(65536, dtype=np.uint16)
+    ranks[np.lexsort((ids, ids % n_shards))] = np.arange(65536, dtype=np.uint16)
+    return ranks
+
+
+def count_sequences(tokens: np.ndarray, offsets: np.ndarray, n: int, n_shards: int,
+                    memory_bytes: int) -> pa.Table:
+    """One order's counts over sequences (``count_keys``' table), its working arrays within ``memory_bytes``.
+
+    When the windows' keys do not fit at once, they are counted in passes over ranges of
+    (shard, id0): each pass keys, sorts and counts only the windows whose first token falls
+    in its range (ranges cut at the windows' quantiles), and the passes' counts, already in
+    key order, are concatenated. No merge, and the result does not depend on the passes.
+    """
+    tokens = np.asarray(tokens, dtype=np.uint16)
+    n_windows = len(tokens) - n + 1
+    passes = -(-max(n_windows, 0) * COUNT_BYTES_PER_TOKEN // memory_bytes)
+    if passes <= 1:
+        keys, across = _window_keys(tokens, offsets, n, n_shards)
+        return count_keys(keys, n, across)
+    rank = _id_ranks(n_shards)[tokens[:n_windows]]  # 2 bytes per window
+    inside = np.ones(n_windows, dtype=bool)
+    inside[_window_starts_across(n_windows, np.asarray(offsets, dtype=np.int64), n)] = False
+    windows_by_rank = np.cumsum(np.bincount(rank[inside], minlength=65536))
+    cuts = np.searchsorted(windows_by_rank, np.arange(1, passes) * (windows_by_rank[-1] / passes), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [65536]]))
+    shard_bits = _shard_bits(n_shards, n)
+    pieces = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        at = np.flatnonzero(inside & (rank >= lo) & (rank < hi))
+        keys = shard_bits[tokens[at]]
+        for k in range(n):
+            keys |= tokens[at + k].astype(np.uint64) << np.uint64(16 * (n - 1 - k))
+        del at
+        pieces.append(count_keys(keys, n))
+        del keys
+    return pa.concat_tables(pieces)
+
+
+def count_part(rows: pa.Table, n_shards: int, memory_mb: float | None = None
+               ) -> tuple[pa.RecordBatchReader, dict[str, str]]:
+    """One sequence part's bigram and trigram counts, sorted by (n, shard, ids); id2 is null for bigrams.
+
+    Written one row group per (n, shard) slab, so a shard's reduce reads its row groups only.
+    """
+    budget = memory_budget(memory_mb)
     column = rows.column("tokens").combine_chunks()
     tokens = column.flatten().to_numpy(zero_copy_only=False).astype(np.uint16, copy=False)
     offsets = column.offsets.to_numpy().astype(np.int64) - int(column.offsets[0].as_py())
-    pieces, windows, slabs = [], {}, {}
+    batches, windows, slabs = [], {}, {}
     for n in ORDERS:
-        counts = count_keys(ngram_keys(tokens, offsets, n), n)
+        keyed = count_sequences(tokens, offsets, n, n_shards, budget)
+        shard = keyed.column("shard").to_numpy()
+        counts = keyed.select([*NGRAM_COLUMNS[n], "count"]).combine_chunks()
         windows[str(n)] = int(np.sum(counts.column("count").to_numpy()))
-        shard = counts.column("id0").to_numpy().astype(np.int64) % n_shards
-        order = np.argsort(shard, kind="stable")  # inside a shard the ids stay sorted
-        counts, shard = counts.take(order), shard[order]
         bounds = np.searchsorted(shard, np.arange(n_shards + 1))
-        slabs[str(n)] = {
-            str(j): [int(bounds[j + 1] - bounds[j]),
-                     digest_rows(counts.slice(bounds[j], bounds[j + 1] - bounds[j]))]
-            for j in range(n_shards) if bounds[j + 1] > bounds[j]
-        }
-        table = pa.table({
-            "n": pa.array(np.full(len(shard), n, np.uint8)),
-            "shard": pa.array(shard.astype(np.uint16)),
-            "id0": counts.column("id0"), "id1": counts.column("id1"),
-            "id2": counts.column("id2") if n == 3 else pa.nulls(len(shard), pa.uint16()),
-            "count": counts.column("count"),
-        }, schema=PARTIAL_SCHEMA)
-        # one chunk per slab: a writer that makes a row group of each chunk lets a shard's
-        # reader skip the others (today's single row group is read with a filter instead)
-        pieces += [table.slice(bounds[j], bounds[j + 1] - bounds[j]) for j in range(n_shards)
-                   if bounds[j + 1] > bounds[j]]
+        slabs[str(n)] = {}
+        for j in range(n_shards):
+            size = int(bounds[j + 1] - bounds[j])
+            if not size:
+                continue
+            slab = counts.slice(bounds[j], size)
+            slabs[str(n)][str(j)] = [size, digest_rows(slab)]
+            batches.append(pa.record_batch({
+                "n": pa.array(np.full(size, n, np.uint8)),
+                "shard": pa.array(np.full(size, j, np.uint16)),
+                "id0": slab.column("id0").combine_chunks(), "id1": slab.column("id1").combine_chunks(),
+                "id2": slab.column("id2").combine_chunks() if n == 3 else pa.nulls(size, pa.uint16()),
+                "count": slab.column("count").combine_chunks(),
+            }, schema=PARTIAL_SCHEMA))
     meta = {"n_shards": n_shards, "windows": windows, "slabs": slabs}
-    combined = pa.concat_tables(pieces) if pieces else PARTIAL_SCHEMA.empty_table()
-    return combined, {SLABS_KEY: json.dumps(meta, sort_keys=True)}
+    return pa.RecordBatchReader.from_batches(PARTIAL_SCHEMA, batches), {SLABS_KEY: json.dumps(meta, sort_keys=True)}
 
 
-def counter_worker(n_shards: int) -> Worker:
-    return functools.partial(count_part, n_shards=n_shards)
+def counter_worker(n_shards: int, memory_mb: float | None = None) -> Worker:
+    return functools.partial(count_part, n_shards=n_shards, memory_mb=memory_mb)
 
 
 def read_sequence_tokens(path: str) -> pa.Table:
@@ -246,15 +417,21 @@ def read_sequence_tokens(path: str) -> pa.Table:
 
 
 def _sequence_content(path: Path) -> str:
-    """A sequence part's content digest: the fingerprint it was written with (else its bytes)."""
-    return existing_fingerprint(path) or hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    """A sequence part's content digest: the fingerprint it was written with (else its bytes).
+
+    Its pages are not read back here: the pack step of the same build already verified (or
+    rewrote) every sequence part."""
+    return existing_fingerprint(path, verify=False) or hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
-def count_step(out_dir: Path, n_shards: int) -> Step:
+def count_step(out_dir: Path, n_shards: int, memory_mb: float | None = None) -> Step:
+    """The count step. ``memory_mb`` (``ngram_memory_mb``) is not in its settings: the counts do not depend on it."""
     if not 1 <= n_shards <= 65535:
         raise ValueError(f"ngram_shards must be between 1 and 65535, not {n_shards}")
+    memory_budget(memory_mb)  # a bad value fails here, before any part
     return Step(name="count", out_dir=Path(out_dir), settings={"n_shards": n_shards, "orders": list(ORDERS)},
-                make_worker=functools.partial(counter_worker, n_shards), unit="seq")
+                make_worker=functools.partial(counter_worker, n_shards, memory_mb), unit="seq",
+                parquet=PARTIAL_PARQUET)
 
 
 def partial_count_parts(seq_parts: Iterable[Path]) -> Iterator[Part]:
@@ -266,14 +443,16 @@ def partial_count_parts(seq_parts: Iterable[Path]) -> Iterator[Part]:
 
 def count_partials(
     seq_parts: list[Path], out_dir: Path, n_shards: int, progress: bool = True,
-    executor: str | Executor | None = None,
+    executor: str | Executor | None = None, memory_mb: float | None = None,
 ) -> dict:
     """Per sequence part: its bigram and trigram counts in ``out_dir/part-{same index}.parquet``.
 
+    ``memory_mb`` bounds a worker's working arrays (default: the ``ngram_memory_mb`` var): a
+    part is counted in chunks of sequences that fit, then the chunks' counts are summed.
     Returns parts, counted (now), reused, windows (n-gram windows in all partials) and the
     partial files in order.
     """
-    stats = run_step(count_step(out_dir, n_shards), partial_count_parts(seq_parts), executor=executor,
+    stats = run_step(count_step(out_dir, n_shards, memory_mb), partial_count_parts(seq_parts), executor=executor,
                      progress=progress)
     windows = sum(sum(partial_metadata(p)["windows"].values()) for p in stats.paths)
     return {"parts": stats.parts, "counted": stats.computed_parts, "reused": stats.reused_parts,
@@ -298,14 +477,67 @@ def _sql_list(paths: list[str]) -> str:
     return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
 
 
-def reduce_shard(rows: pa.Table, n: int, duckdb_settings: dict[str, str]) -> pa.Table:
-    """``sum(count) group by ids`` over one shard's slabs (rows: path, shard), on a connection of its own."""
-    import duckdb
+def _slab_row_groups(parquet: pq.ParquetFile, n: int, shard: int) -> list[int] | None:
+    """The row groups holding exactly the (n, shard) slab, from their statistics (None: unknown)."""
+    names = parquet.schema_arrow.names
+    i_n, i_shard = names.index("n"), names.index("shard")
+    groups = []
+    for g in range(parquet.metadata.num_row_groups):
+        meta = parquet.metadata.row_group(g)
+        stats_n, stats_shard = meta.column(i_n).statistics, meta.column(i_shard).statistics
+        if not (stats_n and stats_shard and stats_n.has_min_max and stats_shard.has_min_max):
+            return None
+        if (stats_n.min, stats_n.max, stats_shard.min, stats_shard.max) == (n, n, shard, shard):
+            groups.append(g)
+        elif stats_n.min <= n <= stats_n.max and stats_shard.min <= shard <= stats_shard.max:
+            return None  # a row group that mixes slabs (a partial written before one row group per slab)
+    return groups
 
+
+def read_slab(path: str, n: int, shard: int) -> pa.Table:
+    """One partial file's rows of the (n, shard) slab: its id columns and count."""
+    columns = [*NGRAM_COLUMNS[n], "count"]
+    parquet = pq.ParquetFile(path)
+    groups = _slab_row_groups(parquet, n, shard)
+    if groups is None:
+        return pq.read_table(path, columns=columns, filters=[("n", "=", n), ("shard", "=", shard)])
+    return parquet.read_row_groups(groups, columns=columns)
+
+
+def reduce_slabs(slabs: list[pa.Table], n: int) -> pa.Table:
+    """``sum(count) group by ids order by ids`` over slabs of one shard (id columns and count), in numpy."""
+    keys = np.concatenate([_pack(slab, n, with_shard=False) for slab in slabs]) if slabs else np.zeros(0, np.uint64)
+    counts = np.concatenate([slab.column("count").to_numpy() for slab in slabs]) if slabs else np.zeros(0, np.int64)
+    table = _unpack(*unique_counts(keys, counts, key_bits=16 * n), n)
+    return table.select([*NGRAM_COLUMNS[n], "count"]).cast(_result_schema(n))
+
+
+def reduce_shard_numpy(paths: list[str], n: int, shard: int) -> pa.Table:
+    """One shard's reduce on packed uint64 keys in numpy, reading only its slabs' row groups."""
+    return reduce_slabs([read_slab(path, n, shard) for path in paths], n)
+
+
+def reduce_shard(rows: pa.Table, n: int, duckdb_settings: dict[str, str], memory_mb: float | None = None) -> pa.Table:
+    """``sum(count) group by ids`` over one shard's slabs (rows: path, shard, slab_rows).
+
+    In numpy on packed keys when the slabs' rows fit ``memory_mb`` (``ngram_memory_mb``),
+    else one DuckDB ``group by`` on a connection of its own, which spills to disk under
+    ``memory_limit``. Both give the same rows, in id order.
+    """
     paths = rows.column("path").to_pylist()
     if not paths:
         return _result_schema(n).empty_table()
     shard = int(rows.column("shard")[0].as_py())
+    total = sum(rows.column("slab_rows").to_pylist()) if "slab_rows" in rows.column_names else None
+    if total is not None and total * REDUCE_BYTES_PER_ROW <= memory_budget(memory_mb):
+        return reduce_shard_numpy(paths, n, shard)
+    return reduce_shard_duckdb(paths, n, shard, duckdb_settings)
+
+
+def reduce_shard_duckdb(paths: list[str], n: int, shard: int, duckdb_settings: dict[str, str]) -> pa.Table:
+    """The spilling path: one DuckDB ``group by`` over the shard's slabs under its settings."""
+    import duckdb
+
     ids = ", ".join(NGRAM_COLUMNS[n])
     con = duckdb.connect(":memory:")
     try:
@@ -323,8 +555,22 @@ def reduce_shard(rows: pa.Table, n: int, duckdb_settings: dict[str, str]) -> pa.
     return table.cast(_result_schema(n))
 
 
-def reducer_worker(n: int, duckdb_settings: dict[str, str]) -> Worker:
-    return functools.partial(reduce_shard, n=n, duckdb_settings=duckdb_settings)
+def reducer_worker(n: int, duckdb_settings: dict[str, str], memory_mb: float | None = None) -> Worker:
+    return functools.partial(reduce_shard, n=n, duckdb_settings=duckdb_settings, memory_mb=memory_mb)
+
+
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size_bytes(size: str | None) -> int | None:
+    """Bytes of a DuckDB size ('4GB', '500 MiB'); None when blank or not a plain size."""
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", str(size or ""))
+    if not match or not size:
+        return None
+    unit = match.group(2).lower() or "b"
+    unit = {"k": "kb", "m": "mb", "g": "gb", "t": "tb"}.get(unit, unit)
+    return int(float(match.group(1)) * _SIZE_UNITS[unit]) if unit in _SIZE_UNITS else None
 
 
 def _duckdb_settings(memory_limit: str | None, threads: int | None, temp_directory: str | None) -> dict[str, str]:
@@ -336,6 +582,8 @@ def _duckdb_settings(memory_limit: str | None, threads: int | None, temp_directo
         settings["memory_limit"] = str(memory_limit)
     if threads:
         settings["threads"] = str(int(threads))
+    if not memory_limit and not threads:
+        return settings  # nothing that could be invalid: no connection needed to check it
     with duckdb.connect(":memory:") as con:
         for key, value in settings.items():
             try:
@@ -349,15 +597,16 @@ def _duckdb_settings(memory_limit: str | None, threads: int | None, temp_directo
 def reduce_shards(
     partials: Path | Iterable[Path], out_dir: Path, n_shards: int, memory_limit: str | None = None,
     threads: int | None = None, temp_directory: str | Path | None = None, progress: bool = True,
-    executor: str | Executor | None = None,
+    executor: str | Executor | None = None, memory_mb: float | None = None,
 ) -> dict:
     """Per n and shard: ``sum(count) group by ids`` over the partials into ``out_dir/n={n}/part-{shard}.parquet``.
 
     ``partials``: the partial-count files, or their folder. Each shard's group-by sees only
-    ``1 / n_shards`` of the distinct n-grams, which is what keeps it under ``memory_limit``
-    (DuckDB's, e.g. '4GB'). ``temp_directory``: where DuckDB may spill (default
-    ``out_dir/.spill``; '' = never spill). Returns distinct bigrams and trigrams and the
-    shards computed and reused.
+    ``1 / n_shards`` of the distinct n-grams. A shard whose slab rows fit the smaller of
+    ``memory_mb`` (``ngram_memory_mb``) and ``memory_limit`` is reduced in numpy on packed
+    keys; a larger one by DuckDB under ``memory_limit`` (DuckDB's, e.g. '4GB'), spilling to
+    ``temp_directory`` (default ``out_dir/.spill``; '' = never spill). Returns distinct
+    bigrams and trigrams and the shards computed and reused.
     """
     out_dir = Path(out_dir)
     if isinstance(partials, (str, Path)):
@@ -369,9 +618,14 @@ def reduce_shards(
             raise ValueError(f"{path} was counted into {meta['n_shards']} shards, not {n_shards}: count it again")
     spill = str(out_dir / ".spill") if temp_directory is None else str(temp_directory)
     settings = _duckdb_settings(memory_limit, threads, spill)
+    budget_mb = memory_budget(memory_mb) / 2**20
+    limit = _size_bytes(memory_limit)
+    if limit is not None:
+        budget_mb = min(budget_mb, limit / 2**20)
     result = {"computed": 0, "reused": 0}
     for n in ORDERS:
-        stats = run_step(reduce_step(out_dir, n, n_shards, settings), shard_parts(files, listings, n, n_shards),
+        stats = run_step(reduce_step(out_dir, n, n_shards, settings, budget_mb),
+                         shard_parts(files, listings, n, n_shards),
                          executor=executor, progress=progress)
         result["computed"] += stats.computed_parts
         result["reused"] += stats.reused_parts
@@ -379,18 +633,24 @@ def reduce_shards(
     return result
 
 
-def reduce_step(out_dir: Path, n: int, n_shards: int, duckdb_settings: dict[str, str]) -> Step:
-    """The reduce of one n: parts are shards, written to ``out_dir/n={n}/part-{shard}.parquet``."""
+def reduce_step(out_dir: Path, n: int, n_shards: int, duckdb_settings: dict[str, str],
+                memory_mb: float | None = None) -> Step:
+    """The reduce of one n: parts are shards, written to ``out_dir/n={n}/part-{shard}.parquet``.
+
+    Which path reduces a shard (numpy or DuckDB, by ``memory_mb``) is not in the settings:
+    both write the same rows."""
     return Step(name=f"reduce {n}-grams", out_dir=Path(out_dir) / f"n={n}", settings={"n": n, "n_shards": n_shards},
-                make_worker=functools.partial(reducer_worker, n, duckdb_settings), unit="shard")
+                make_worker=functools.partial(reducer_worker, n, duckdb_settings, memory_mb), unit="shard",
+                parquet=COUNTS_PARQUET)
 
 
 def shard_parts(files: list[Path], listings: list[dict], n: int, n_shards: int) -> Iterator[Part]:
     """A part per shard: the partial files with rows in it, digested by those rows' slab digests."""
     for j in range(n_shards):
-        feeding = [(str(path), meta["slabs"][str(n)][str(j)][1])
+        feeding = [(str(path), *meta["slabs"][str(n)][str(j)])
                    for path, meta in zip(files, listings) if str(j) in meta["slabs"][str(n)]]
-        rows = pa.table({"path": pa.array([p for p, _ in feeding], pa.string()),
-                         "shard": pa.array([j] * len(feeding), pa.int64())})
-        yield Part(index=j, content=digest_bytes(f"n={n}", f"shard={j}", *(d for _, d in feeding)), rows=rows,
+        rows = pa.table({"path": pa.array([p for p, _, _ in feeding], pa.string()),
+                         "shard": pa.array([j] * len(feeding), pa.int64()),
+                         "slab_rows": pa.array([r for _, r, _ in feeding], pa.int64())})
+        yield Part(index=j, content=digest_bytes(f"n={n}", f"shard={j}", *(d for _, _, d in feeding)), rows=rows,
                    size=1)

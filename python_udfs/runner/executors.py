@@ -78,7 +78,7 @@ def compute_part(worker: Worker, step: Step, part: Part, fingerprint: str) -> Pa
         if not isinstance(data, pa.Table | pa.RecordBatchReader):
             raise TypeError(f"the worker returned {type(data).__name__}, not a pyarrow.Table or RecordBatchReader")
         Path(step.out_dir).mkdir(parents=True, exist_ok=True)
-        rows_out = write_atomic(data, path, fingerprint, metadata)
+        rows_out = write_atomic(data, path, fingerprint, metadata, **step.parquet)
     except Exception as err:
         raise PartFailed(step.name, part.index, path, _reason(err)) from err
     return PartResult(part.index, path, rows.num_rows, rows_out, time.perf_counter() - started)

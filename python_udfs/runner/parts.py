@@ -88,12 +88,14 @@ def write_atomic(
     path: Path,
     fingerprint: str,
     extra_metadata: dict | None = None,
+    **parquet_options,
 ) -> int:
     """Write a parquet file that is either whole or absent, stamped with ``fingerprint``; returns its rows.
 
     ``data`` is a table, or a ``RecordBatchReader`` written batch by batch (one row group
     each), so a part larger than memory (a whole Pile file) streams through.
-    ``extra_metadata`` (str or bytes values) is stored in the file's schema metadata too.
+    ``extra_metadata`` (str or bytes values) is stored in the file's schema metadata too;
+    ``parquet_options`` go to the parquet writer (``compression``, ``use_dictionary`` ...).
     """
     path = Path(path)
     metadata = dict(data.schema.metadata or {})
@@ -105,10 +107,11 @@ def write_atomic(
     try:
         if isinstance(data, pa.Table):
             rows = data.num_rows
-            pq.write_table(data.replace_schema_metadata(metadata), tmp, write_page_checksum=True)
+            pq.write_table(data.replace_schema_metadata(metadata), tmp, write_page_checksum=True, **parquet_options)
         else:
             rows = 0
-            with pq.ParquetWriter(tmp, data.schema.with_metadata(metadata), write_page_checksum=True) as writer:
+            with pq.ParquetWriter(tmp, data.schema.with_metadata(metadata), write_page_checksum=True,
+                                  **parquet_options) as writer:
                 for batch in data:
                     writer.write_batch(batch)
                     rows += batch.num_rows

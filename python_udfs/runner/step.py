@@ -45,6 +45,8 @@ class Step:
         not a prefix-numbered sequence of one input).
     accelerator: the worker runs a model that a GPU speeds up (embedding, the scan); the
         ``ray`` executor then puts one actor on each GPU when the cluster has GPUs.
+    parquet: options for the part files' parquet writer (``compression``,
+        ``use_dictionary`` ...); not in the fingerprint: they change bytes, not values.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Step:
     unit: str = "row"
     keep_stale: bool = False
     accelerator: bool = False
+    parquet: dict[str, Any] = field(default_factory=dict)
 
     def salt(self) -> str:
         return json.dumps({"step": self.name, **self.settings}, sort_keys=True, default=str)

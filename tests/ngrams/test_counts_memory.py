@@ -23,6 +23,10 @@ How the test is made robust:
   over 120 MB, and ``reduce_shards`` with 16 shards (each shard's group-by plus its
   ``order by``) needs ~19-20 MB (re-measured with a connection per shard: fits 24 MB, fails
   16 MB). ``LIMIT = 48MB`` sits ~2.5x away from both sides.
+* ``memory_limit`` also caps the budget of the numpy reduce (``ngram_memory_mb``): a shard
+  whose slab rows need more (``REDUCE_BYTES_PER_ROW`` each) goes to DuckDB. With 16 shards
+  each shard's ~0.2M rows fit 48 MB and are reduced in numpy; the one-shard partials and the
+  4 MB limit do not fit, so they take the DuckDB path these tests make run out of memory.
 """
 
 from __future__ import annotations
