@@ -41,8 +41,9 @@ class EmbedConfig:
     dtype: ``float32`` (exact, the default) or ``bfloat16``/``float16`` for speed: bf16 on
         GPUs and on CPUs with AMX/AVX-512-BF16; vectors are stored as float32 either way.
     backend: ``torch`` (sentence-transformers, the default), ``onnx`` (ONNX Runtime fp32 with
-        fused attention, cosine ~1 - 1e-7 to torch), ``onnx-int8`` (int8 weights; faster, less
-        exact) or ``auto`` (``onnx`` on a CPU with onnxruntime installed, else ``torch``).
+        fused attention, cosine ~1 - 1e-7 to torch), ``onnx-int8`` (int8 weights: 2.5x on an
+        AVX2 CPU, mean cosine 0.997) or ``auto`` (``onnx-int8`` on a CPU with onnxruntime
+        installed, else ``torch``).
         The ONNX models are built offline from the local model files and cached
         (``python_udfs.clustering.onnx_backend``).
     """

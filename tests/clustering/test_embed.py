@@ -403,7 +403,7 @@ def onnx_cache(tmp_path_factory):
         yield cache
 
 
-@pytest.mark.parametrize("backend, min_cos, mean_cos", [("onnx", 0.9999, 0.9999), ("onnx-int8", 0.98, 0.99)])
+@pytest.mark.parametrize("backend, min_cos, mean_cos", [("onnx", 0.9999, 0.9999), ("onnx-int8", 0.99, 0.995)])
 def test_onnx_backends_match_torch_on_real_documents(onnx_cache, model, config, backend, min_cos, mean_cos) -> None:
     texts = sample_documents(12) + SENTENCES[:4]  # long real documents (truncated at 256 tokens) and short ones
     fast_config = EmbedConfig(model=MODEL_NAME, backend=backend, batch_size=5, device="cpu")
@@ -440,7 +440,7 @@ def test_backend_changes_fingerprint_and_slug_but_torch_keeps_them(config: Embed
     assert len({tuple(p) for p in prints.values()}) == 3
     # auto's fingerprint is the backend it resolves to here, so a lake built by either agrees
     auto = EmbedConfig(model=MODEL_NAME, part_size=PART, backend="auto", device="cpu")
-    assert auto.resolved_backend() in ("torch", "onnx")
+    assert auto.resolved_backend() == "onnx-int8"  # a CPU with onnxruntime
     assert fingerprints(SENTENCES[:3], auto) == prints[auto.resolved_backend()]
     assert onnx_backend.resolve_backend("auto", "cuda") == "torch"  # a GPU keeps torch (bf16, SDPA)
     with pytest.raises(ValueError, match="embedding_backend must be one of torch, onnx, onnx-int8, auto"):
