@@ -15,6 +15,9 @@
     {%- if var('embedding_dtype') and var('embedding_dtype') != 'float32' -%}
         {%- set key = key ~ '|' ~ var('embedding_dtype') -%}
     {%- endif -%}
+    {%- if var('embedding_backend') and var('embedding_backend') != 'torch' -%}
+        {%- set key = key ~ '|' ~ var('embedding_backend') -%}
+    {%- endif -%}
     {%- set name = modules.re.sub('[^A-Za-z0-9]+', '-', model).strip('-').lower() -%}
     {{ name }}-{{ max_tokens }}-{{ local_md5(key)[:8] }}
 {%- endmacro %}

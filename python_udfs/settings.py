@@ -69,11 +69,14 @@ def slugify(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower()
 
 
-def embedding_slug(model: str, max_tokens: int, prefix: str = "", dtype: str = "float32") -> str:
+def embedding_slug(model: str, max_tokens: int, prefix: str = "", dtype: str = "float32",
+                   backend: str = "torch") -> str:
     """The embedding folder's name: changes whenever the vectors would change."""
     key = f"{model}|{int(max_tokens)}|{prefix or ''}"
     if dtype and dtype != "float32":
         key += f"|{dtype}"
+    if backend and backend != "torch":
+        key += f"|{backend}"
     return f"{slugify(model)}-{int(max_tokens)}-{hashlib.md5(key.encode()).hexdigest()[:8]}"
 
 
@@ -90,7 +93,8 @@ def lake_path(kind: str, given: Mapping[str, Any] | None = None) -> Path:
         return lake / "corpus"
     if kind in ("embeddings", "assignments"):
         slug = embedding_slug(resolve("embedding_model", given), resolve("embedding_max_tokens", given),
-                              resolve("embedding_prefix", given) or "", resolve("embedding_dtype", given))
+                              resolve("embedding_prefix", given) or "", resolve("embedding_dtype", given),
+                              resolve("embedding_backend", given))
         return lake / kind / slug
     if kind == "tokens":
         return lake / "tokens" / ngram_source_slug(resolve("ngram_source", given))

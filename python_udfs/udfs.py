@@ -1,7 +1,8 @@
 """Python functions exposed to SQL (registered by the dbt plugin, or by ``register`` by hand).
 
 - ``pilehouse_embed(text)``: the embedding a document gets under the build's embedding vars
-  (``embedding_model``, ``embedding_prefix``, ``embedding_max_tokens``, ``embedding_dtype``):
+  (``embedding_model``, ``embedding_prefix``, ``embedding_max_tokens``, ``embedding_dtype``,
+  ``embedding_backend``):
   the dbt plugin passes them, so ``list_cosine_similarity(embedding, pilehouse_embed('stock
   markets'))`` compares a query with vectors made the same way.
 - ``pilehouse_pca_2d(points)``: FLOAT[][] -> STRUCT(x, y, x_variance_share, y_variance_share)[]:
@@ -43,6 +44,7 @@ EMBED_VARS = {
     "max_tokens": "embedding_max_tokens",
     "prefix": "embedding_prefix",
     "dtype": "embedding_dtype",
+    "backend": "embedding_backend",
     "device": "embedding_device",
     "batch_size": "embedding_batch_size",
 }
@@ -61,19 +63,20 @@ def embed_config(given: Mapping[str, Any] | None = None) -> EmbedConfig:
         max_tokens=int(values["max_tokens"]),
         prefix=str(values["prefix"] or ""),
         dtype=str(values["dtype"]),
+        backend=str(values["backend"]),
         device=none_if_blank(values["device"]),
         batch_size=int(values["batch_size"]),
     )
 
 
 @lru_cache(maxsize=4)
-def _model(name: str, max_tokens: int, dtype: str, device: str | None):
-    return load_model(EmbedConfig(model=name, max_tokens=max_tokens, dtype=dtype, device=device))
+def _model(name: str, max_tokens: int, dtype: str, device: str | None, backend: str = "torch"):
+    return load_model(EmbedConfig(model=name, max_tokens=max_tokens, dtype=dtype, device=device, backend=backend))
 
 
 def model_for(config: EmbedConfig):
     """The loaded model for ``config`` (cached: a query per row must not reload it)."""
-    return _model(config.model, config.max_tokens, config.dtype, config.device)
+    return _model(config.model, config.max_tokens, config.dtype, config.device, config.backend)
 
 
 def embed_arrow(texts: pa.Array, config: EmbedConfig | None = None) -> pa.Array:

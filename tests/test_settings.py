@@ -34,7 +34,7 @@ DBT = Path(sys.executable).parent / "dbt"
 #: (dataclass, field) -> the dbt var whose default it must equal.
 MIRRORS: list[tuple[type, str, str]] = [
     *[(EmbedConfig, field, f"embedding_{field}")
-      for field in ("model", "max_tokens", "prefix", "batch_size", "part_size", "device", "dtype")],
+      for field in ("model", "max_tokens", "prefix", "batch_size", "part_size", "device", "dtype", "backend")],
     *[(KMeansConfig, field, f"kmeans_{field}")
       for field in ("batch_size", "n_init", "max_epochs", "tol", "fit_fraction")],
     (KMeansConfig, "seed", "seed"),

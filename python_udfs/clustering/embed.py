@@ -40,6 +40,12 @@ class EmbedConfig:
     device: ``cuda``/``cpu``/...; None picks the GPU when present.
     dtype: ``float32`` (exact, the default) or ``bfloat16``/``float16`` for speed: bf16 on
         GPUs and on CPUs with AMX/AVX-512-BF16; vectors are stored as float32 either way.
+    backend: ``torch`` (sentence-transformers, the default), ``onnx`` (ONNX Runtime fp32 with
+        fused attention, cosine ~1 - 1e-7 to torch), ``onnx-int8`` (int8 weights: 2.5x on an
+        AVX2 CPU, mean cosine 0.997) or ``auto`` (``onnx-int8`` on a CPU with onnxruntime
+        installed, else ``torch``).
+        The ONNX models are built offline from the local model files and cached
+        (``python_udfs.clustering.onnx_backend``).
     """
 
     model: str = default("embedding_model")
@@ -49,15 +55,29 @@ class EmbedConfig:
     part_size: int = default("embedding_part_size")
     device: str | None = default("embedding_device")
     dtype: str = default("embedding_dtype")
+    backend: str = default("embedding_backend")
+
+    def resolved_backend(self) -> str:
+        """The backend that runs here (``auto`` picks per machine)."""
+        from python_udfs.clustering.onnx_backend import resolve_backend
+
+        return resolve_backend(self.backend, self.device)
 
     def slug(self) -> str:
         """Folder name that changes whenever the vectors would change (``settings.lake_path``'s)."""
-        return embedding_slug(self.model, self.max_tokens, self.prefix, self.dtype)
+        return embedding_slug(self.model, self.max_tokens, self.prefix, self.dtype, self.backend)
 
     def settings(self) -> dict:
-        """What changes the vectors: in every part's fingerprint (batch size and device do not)."""
-        return {"model": self.model, "max_tokens": int(self.max_tokens), "prefix": self.prefix or "",
-                "dtype": self.dtype}
+        """What changes the vectors: in every part's fingerprint (batch size and device do not;
+        the backend that actually runs does, ``auto`` resolved; torch keeps the old fingerprint)."""
+        settings = {"model": self.model, "max_tokens": int(self.max_tokens), "prefix": self.prefix or "",
+                    "dtype": self.dtype}
+        backend = self.resolved_backend()
+        if backend != "torch":
+            settings["backend"] = backend
+        if backend == "onnx-int8":  # activation scales are per batch: the batches shape the vectors
+            settings["batch_size"] = int(self.batch_size)
+        return settings
 
 
 def resolve_model(name: str) -> str:
@@ -99,6 +119,14 @@ def load_model(config: EmbedConfig):
             f"directory; hub names need internet. ({err})"
         ) from err
     model.max_seq_length = config.max_tokens
+    backend = config.resolved_backend()
+    if backend != "torch":
+        from python_udfs.clustering.onnx_backend import OnnxEncoder
+
+        if config.dtype != "float32":
+            raise ValueError(f"embedding_backend {backend!r} runs float32 (int8 weights for onnx-int8): "
+                             f"set embedding_dtype: float32, not {config.dtype!r}")
+        return OnnxEncoder(model, Path(path), backend)
     if config.dtype != "float32":
         import torch
 

@@ -384,3 +384,101 @@ def test_bfloat16_vectors_are_unit_norm_and_close(model, config: EmbedConfig) ->
     np.testing.assert_allclose(np.linalg.norm(low, axis=1), 1.0, atol=1e-5)
     full = embed_texts(model, SENTENCES[:4], config)
     assert float(np.min(np.sum(low * full, axis=1))) > 0.98
+
+
+# --- backends (python_udfs.clustering.onnx_backend) ------------------------------------
+
+def sample_documents(n: int) -> list[str]:
+    from python_udfs.corpus.sample import SOURCES, iter_sample_records
+
+    return [r["text"] for r in iter_sample_records(per_source=-(-n // len(SOURCES))) if r["text"].strip()][:n]
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    cache = tmp_path_factory.mktemp("onnx-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PILEHOUSE_MODEL_CACHE", str(cache))
+        yield cache
+
+
+@pytest.mark.parametrize("backend, min_cos, mean_cos", [("onnx", 0.9999, 0.9999), ("onnx-int8", 0.99, 0.995)])
+def test_onnx_backends_match_torch_on_real_documents(onnx_cache, model, config, backend, min_cos, mean_cos) -> None:
+    texts = sample_documents(12) + SENTENCES[:4]  # long real documents (truncated at 256 tokens) and short ones
+    fast_config = EmbedConfig(model=MODEL_NAME, backend=backend, batch_size=5, device="cpu")
+    fast = load_model(fast_config)
+    assert type(fast).__name__ == "OnnxEncoder" and fast.path.is_relative_to(onnx_cache)
+    got = embed_texts(fast, texts, fast_config)
+    assert got.shape == (len(texts), DIM) and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(got * embed_texts(model, texts, config), axis=1)
+    assert cosine.min() >= min_cos and cosine.mean() >= mean_cos, (cosine.min(), cosine.mean())
+    # deterministic: the same backend, threads and batches give the same vectors; the cached
+    # export is reused (same file). Other batches: fp32 changes only by rounding; int8's
+    # activation scales are per batch, so its vectors move (batch size is in its fingerprint)
+    again = load_model(fast_config)
+    assert again.path == fast.path
+    np.testing.assert_array_equal(embed_texts(again, texts, fast_config), got)
+    reordered = embed_texts(fast, texts[::-1], fast_config)[::-1]
+    if backend == "onnx":
+        np.testing.assert_allclose(reordered, got, atol=1e-4)
+    else:
+        assert np.sum(reordered * got, axis=1).min() > 0.98
+        assert "batch_size" in fast_config.settings() and "batch_size" not in config.settings()
+
+
+def test_backend_changes_fingerprint_and_slug_but_torch_keeps_them(config: EmbedConfig) -> None:
+    from python_udfs.clustering import onnx_backend
+
+    assert EmbedConfig(model=MODEL_NAME, backend="torch").slug() == EmbedConfig(model=MODEL_NAME).slug()
+    assert config.settings() == {"model": MODEL_NAME, "max_tokens": 256, "prefix": "", "dtype": "float32"}
+    slugs = {b: EmbedConfig(model=MODEL_NAME, backend=b).slug() for b in onnx_backend.BACKENDS}
+    assert len(set(slugs.values())) == len(slugs)
+    prints = {b: fingerprints(SENTENCES[:3], EmbedConfig(model=MODEL_NAME, part_size=PART, backend=b, device="cpu"))
+              for b in ("torch", "onnx", "onnx-int8")}
+    assert len({tuple(p) for p in prints.values()}) == 3
+    # auto's fingerprint is the backend it resolves to here, so a lake built by either agrees
+    auto = EmbedConfig(model=MODEL_NAME, part_size=PART, backend="auto", device="cpu")
+    assert auto.resolved_backend() == "onnx-int8"  # a CPU with onnxruntime
+    assert fingerprints(SENTENCES[:3], auto) == prints[auto.resolved_backend()]
+    assert onnx_backend.resolve_backend("auto", "cuda") == "torch"  # a GPU keeps torch (bf16, SDPA)
+    with pytest.raises(ValueError, match="embedding_backend must be one of torch, onnx, onnx-int8, auto"):
+        EmbedConfig(model=MODEL_NAME, backend="tensorrt").settings()
+
+
+def test_missing_onnxruntime_is_a_clear_error(monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name.split(".")[0] == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    with pytest.raises(RuntimeError, match="embedding_backend 'onnx-int8' needs onnxruntime, which is not installed"):
+        load_model(EmbedConfig(model=MODEL_NAME, backend="onnx-int8", device="cpu"))
+
+
+def test_onnx_backend_refuses_half_precision() -> None:
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="runs float32"):
+        load_model(EmbedConfig(model=MODEL_NAME, backend="onnx", dtype="bfloat16", device="cpu"))
+
+
+@pytest.mark.gpu
+def test_bfloat16_autocast_sdpa_on_cuda_matches_fp32() -> None:
+    import torch
+
+    texts = sample_documents(8)
+    full_config = EmbedConfig(model=MODEL_NAME, device="cuda")
+    full = embed_texts(load_model(full_config), texts, full_config)
+    half_config = EmbedConfig(model=MODEL_NAME, device="cuda", dtype="bfloat16")
+    half_model = load_model(half_config)
+    assert half_model[0].auto_model.config._attn_implementation == "sdpa"
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        half = embed_texts(half_model, texts, half_config)
+    cosine = np.sum(full * half, axis=1)
+    assert cosine.min() >= 0.99 and cosine.mean() >= 0.995, (cosine.min(), cosine.mean())

@@ -14,6 +14,7 @@ def model(dbt, session):
         "embedding_max_tokens": dbt.config.get("embedding_max_tokens"),
         "embedding_prefix": dbt.config.get("embedding_prefix"),
         "embedding_dtype": dbt.config.get("embedding_dtype"),
+        "embedding_backend": dbt.config.get("embedding_backend"),
     }
     centroids = batch_to_numpy(dbt.ref("int_kmeans_centroids").order("cluster_id").arrow().read_all(), "centroid")
     embedded = dbt.ref("int_documents_embedded").order("part_index").arrow().read_all()

@@ -20,6 +20,7 @@ def model(dbt, session):
         "embedding_max_tokens": dbt.config.get("embedding_max_tokens"),
         "embedding_prefix": dbt.config.get("embedding_prefix"),
         "embedding_dtype": dbt.config.get("embedding_dtype"),
+        "embedding_backend": dbt.config.get("embedding_backend"),
     }
     config = EmbedConfig(
         model=build_vars["embedding_model"],
@@ -29,6 +30,7 @@ def model(dbt, session):
         part_size=int(dbt.config.get("embedding_part_size")),
         device=none_if_blank(dbt.config.get("embedding_device")),
         dtype=build_vars["embedding_dtype"],
+        backend=build_vars["embedding_backend"],
     )
     executor = make_executor(dbt.config.get("executor"), dbt.config.get("ray_address"),
                              dbt.config.get("ray_workers"))
