@@ -15,13 +15,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
+from test_counts import write_doc_part
 
 from python_udfs.corpus.sample import iter_sample_records
 from python_udfs.ngrams import counts as ngrams
 from python_udfs.ngrams import tokenizer as neox
 from python_udfs.ngrams.counts import count_partials, pack_sequences, reduce_shards
 from python_udfs.settings import default
-from tests.ngrams.test_counts import write_doc_part
 
 
 def reference(sequences: list[list[int]], n: int) -> dict[tuple, int]:
@@ -195,7 +195,7 @@ def _sequences(seq_dir):
 
 
 def zipf_part(n_tokens: int, seq_len: int = 2048) -> pa.Table:
-    from tests.ngrams.test_counts_memory import zipf_tokens
+    from test_counts_memory import zipf_tokens
 
     tokens = zipf_tokens(n_tokens, seed=5)
     offsets = np.append(np.arange(0, n_tokens, seq_len), n_tokens).astype(np.int32)
