@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
     pytest.importorskip("transformers")
     from python_udfs.scan.model import load_scan_model
 
-    return load_scan_model(save_tiny_neox(tmp_path_factory.mktemp("ckpt") / "tiny-neox"), device="cpu")
+    return load_scan_model(save_tiny_neox(tmp_path_factory.mktemp("ckpt") / "tiny-neox"), device="cpu", dtype="float32")
 
 
 def reference_loss(scan_model, text: str, max_tokens: int) -> tuple[float, int] | None:
@@ -114,7 +114,7 @@ def test_smollm2_matches_one_document_at_a_time():
     pytest.importorskip("transformers")
     from python_udfs.scan.model import load_scan_model
 
-    smollm2 = load_scan_model("smollm2", device="cpu")
+    smollm2 = load_scan_model("smollm2", device="cpu", dtype="float32")
     rows = DOCS[:4]
     table = cluster_losses(as_table(rows), LossConfig(model="smollm2", max_tokens=48, batch_size=4),
                            scan_model=smollm2)

@@ -218,7 +218,7 @@ def test_dbt_scores_the_clusters_only_for_loss_informed_and_the_cli_agrees(wareh
     build(variables)
     from python_udfs.scan.model import load_scan_model
 
-    tiny = load_scan_model(checkpoint, device="cpu")
+    tiny = load_scan_model(checkpoint, device="cpu", dtype="float32")
     with connect(db) as con:
         scored = con.execute("select cluster_id, doc_id, text from int_cluster_loss_documents "
                              "order by cluster_id, pick_rank").fetchall()

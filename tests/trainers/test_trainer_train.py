@@ -232,7 +232,8 @@ def test_torchrun_ddp_matches_one_process(warehouse, tmp_path):
     done = subprocess.run(torchrun + common + ["--run-id", "ddp"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    single = train(tiny(warehouse, tmp_path, steps=2, eval_every=2, eval_batches=2, run_id="one"))
+    # DDP runs the plain LM head + loss (train_fused_loss is one process only): compare like with like
+    single = train(tiny(warehouse, tmp_path, steps=2, eval_every=2, eval_batches=2, run_id="one", fused_loss=False))
     with duckdb.connect(str(warehouse), read_only=True) as con:
         rows = con.execute("select run_id, step, loss, val_loss from training_steps "
                            "order by run_id, step").fetchall()
