@@ -6,24 +6,10 @@ import os
 import platform
 from importlib import metadata
 
-#: CPU flags that change what a benchmark measures (vector width, bf16 and AMX matmuls).
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+from python_udfs.hardware import PERFORMANCE_FLAGS as FLAGS
+from python_udfs.hardware import cpu_info
+
 PACKAGES = ("torch", "ray", "duckdb", "pyarrow", "numpy", "scikit-learn", "sentence-transformers", "tokenizers")
-
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
 
 
 def _memory_gib() -> float | None:
@@ -40,7 +26,7 @@ def _memory_gib() -> float | None:
 def machine(torch_threads: int | None = None) -> dict:
     """CPU model and flags, cores, memory, load, package versions (no heavy imports: torch's
     thread count is passed in by whoever imported torch)."""
-    model, flags = _cpuinfo()
+    model, flags = cpu_info()
     versions = {}
     for name in PACKAGES:
         try:

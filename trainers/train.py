@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from python_udfs import hardware
 from trainers import data as data_lib
 from trainers.fused_loss import linear_cross_entropy_sum
 from trainers.fused_loss import supports as fused_loss_supported
@@ -108,9 +109,9 @@ def setup_env(cfg: TrainConfig) -> Env:
 
 
 def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX tiles)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX tiles): the same answer as the
+    scan's and the benchmarks' (python_udfs.hardware)."""
+    return hardware.native_bf16()
 
 
 def grad_accum_steps(cfg: TrainConfig, world: int) -> int:

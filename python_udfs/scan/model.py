@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from python_udfs import hardware
 from python_udfs.ngrams.lm import SMOLLM2_GGUF, SMOLLM2_NAME, smollm2_dir
 from python_udfs.settings import default
 
@@ -75,31 +76,10 @@ def load_scan_model(model: str = default("scan_model"), device: str | None = Non
     return _load(str(model), device, dtype, name, requested)
 
 
-#: CPU flags of native bfloat16 matmuls (AMX tiles, AVX-512 BF16): without them torch runs bf16
-#: through conversions, slower than float32 (an AVX2-only EPYC: about 2x slower).
-NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def default_dtype(device: str) -> str:
-    """The scan's dtype when ``scan_dtype`` is null: bfloat16 on a GPU, or on a CPU whose flags
-    say it multiplies bf16 natively (``NATIVE_BF16_FLAGS``); float32 everywhere else."""
-    if not str(device).startswith("cpu"):
-        return "bfloat16"
-    return "bfloat16" if any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS) else "float32"
+    """The scan's dtype when ``scan_dtype`` is null: bfloat16 on a GPU, or on a CPU that multiplies
+    bf16 natively (``python_udfs.hardware.NATIVE_BF16_FLAGS``); float32 everywhere else."""
+    return hardware.default_float_dtype(device)
 
 
 @lru_cache(maxsize=2)

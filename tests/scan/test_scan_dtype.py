@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from python_udfs import hardware  # noqa: E402
 from python_udfs.scan import model as scan_model  # noqa: E402
 
 AVX2_EPYC = frozenset({"sse4_2", "avx", "avx2", "fma", "f16c"})
@@ -16,7 +17,7 @@ SAPPHIRE_RAPIDS = AVX2_EPYC | {"avx512f", "avx512_bf16", "avx512_vnni", "amx_til
 @pytest.fixture
 def flags(monkeypatch):
     def use(values):
-        monkeypatch.setattr(scan_model, "cpu_flags", lambda: frozenset(values))
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(values))
 
     return use
 
@@ -41,7 +42,7 @@ def test_gpu_picks_bf16_whatever_the_cpu(flags, device):
 
 
 def test_cpu_flags_read_this_machine():
-    found = scan_model.cpu_flags()
+    found = hardware.cpu_flags()
     assert isinstance(found, frozenset)
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
