@@ -14,8 +14,15 @@ from functools import lru_cache
 #: CPU flags of native bfloat16 matmuls (AMX tiles, AVX-512 BF16).
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
+#: CPU flags of int8 dot-product instructions (VNNI, AMX): where int8 matmuls run about twice
+#: as fast as float32 FMAs. AVX2 alone multiplies int8 through 16-bit pairs that saturate
+#: (``vpmaddubsw``): measured on a 2-core AVX2 EPYC, ONNX Runtime's int8 model was 1.29x
+#: ``SentenceTransformer.encode`` fp32 with mean cosine 0.9954, against 1.18x and 1.0000 for fp32.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
 #: CPU flags that change what a benchmark measures (vector width, bf16, VNNI int8 and AMX matmuls).
-PERFORMANCE_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+PERFORMANCE_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16",
+                     "amx_int8")
 
 
 @lru_cache(maxsize=1)
@@ -45,6 +52,12 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     """True where the CPU multiplies bfloat16 natively (``NATIVE_BF16_FLAGS``)."""
     flags = cpu_flags() if flags is None else flags
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def fast_int8(flags: frozenset[str] | None = None) -> bool:
+    """True where the CPU has int8 dot-product instructions (``INT8_DOT_FLAGS``)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in INT8_DOT_FLAGS)
 
 
 def default_float_dtype(device: str, flags: frozenset[str] | None = None) -> str:

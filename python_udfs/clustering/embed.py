@@ -9,6 +9,7 @@ the model once and then embeds many parts, wherever the executor runs it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -40,10 +41,11 @@ class EmbedConfig:
     device: ``cuda``/``cpu``/...; None picks the GPU when present.
     dtype: ``float32`` (exact, the default) or ``bfloat16``/``float16`` for speed: bf16 on
         GPUs and on CPUs with AMX/AVX-512-BF16; vectors are stored as float32 either way.
-    backend: ``torch`` (sentence-transformers, the default), ``onnx`` (ONNX Runtime fp32 with
-        fused attention, cosine ~1 - 1e-7 to torch), ``onnx-int8`` (int8 weights: 2.5x on an
-        AVX2 CPU, mean cosine 0.997) or ``auto`` (``onnx-int8`` on a CPU with onnxruntime
-        installed, else ``torch``).
+    backend: ``auto`` (the default: picks from the machine, ``onnx_backend.resolve_backend``:
+        ``torch`` on a GPU or with a half-precision ``dtype``, ``onnx-int8`` on a CPU with
+        VNNI/AMX int8 dot products, ``onnx`` on other CPUs), ``torch`` (sentence-transformers,
+        exact fp32), ``onnx`` (ONNX Runtime fp32 with fused attention, cosine ~1 - 1e-7 to
+        torch) or ``onnx-int8`` (int8 weights: 2.02x on an AVX-512 VNNI CPU, mean cosine 0.997).
         The ONNX models are built offline from the local model files and cached
         (``python_udfs.clustering.onnx_backend``).
     """
@@ -61,6 +63,8 @@ class EmbedConfig:
         """The backend that runs here (``auto`` picks per machine)."""
         from python_udfs.clustering.onnx_backend import resolve_backend
 
+        if self.backend == "auto" and self.dtype != "float32":
+            return "torch"  # bf16/fp16 run in torch (GPUs, AMX); the ONNX models are float32
         return resolve_backend(self.backend, self.device)
 
     def slug(self) -> str:
@@ -166,7 +170,11 @@ def make_embedder(config: EmbedConfig, model=None) -> Worker:
 
 
 def embed_step(config: EmbedConfig, out_dir: Path, model=None) -> Step:
-    """The embedding step; picklable when ``model`` is None (each worker loads its own)."""
+    """The embedding step; picklable when ``model`` is None (each worker loads its own).
+
+    ``auto`` is resolved here, once, so that every worker runs the backend named in the
+    parts' fingerprint, even on a cluster whose nodes' CPUs differ."""
+    config = dataclasses.replace(config, backend=config.resolved_backend())
     return Step(name="embed", out_dir=Path(out_dir), settings=config.settings(),
                 make_worker=functools.partial(make_embedder, config, model), unit="doc",
                 accelerator=True)

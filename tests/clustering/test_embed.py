@@ -76,7 +76,9 @@ N = len(SENTENCES)  # 40 -> five parts of eight
 
 @pytest.fixture(scope="module")
 def config() -> EmbedConfig:
-    return EmbedConfig(model=MODEL_NAME, part_size=PART, batch_size=16, device="cpu")
+    """torch's path (the reference the other backends are compared with); the default, auto,
+    picks per machine (test_auto_picks_from_the_machine)."""
+    return EmbedConfig(model=MODEL_NAME, part_size=PART, batch_size=16, device="cpu", backend="torch")
 
 
 @pytest.fixture(scope="module")
@@ -431,7 +433,9 @@ def test_onnx_backends_match_torch_on_real_documents(onnx_cache, model, config, 
 def test_backend_changes_fingerprint_and_slug_but_torch_keeps_them(config: EmbedConfig) -> None:
     from python_udfs.clustering import onnx_backend
 
-    assert EmbedConfig(model=MODEL_NAME, backend="torch").slug() == EmbedConfig(model=MODEL_NAME).slug()
+    from python_udfs.settings import embedding_slug
+
+    assert EmbedConfig(model=MODEL_NAME, backend="torch").slug() == embedding_slug(MODEL_NAME, 256)
     assert config.settings() == {"model": MODEL_NAME, "max_tokens": 256, "prefix": "", "dtype": "float32"}
     slugs = {b: EmbedConfig(model=MODEL_NAME, backend=b).slug() for b in onnx_backend.BACKENDS}
     assert len(set(slugs.values())) == len(slugs)
@@ -440,11 +444,33 @@ def test_backend_changes_fingerprint_and_slug_but_torch_keeps_them(config: Embed
     assert len({tuple(p) for p in prints.values()}) == 3
     # auto's fingerprint is the backend it resolves to here, so a lake built by either agrees
     auto = EmbedConfig(model=MODEL_NAME, part_size=PART, backend="auto", device="cpu")
-    assert auto.resolved_backend() == "onnx-int8"  # a CPU with onnxruntime
+    assert auto.resolved_backend() in ("onnx", "onnx-int8")  # a CPU with onnxruntime
     assert fingerprints(SENTENCES[:3], auto) == prints[auto.resolved_backend()]
-    assert onnx_backend.resolve_backend("auto", "cuda") == "torch"  # a GPU keeps torch (bf16, SDPA)
     with pytest.raises(ValueError, match="embedding_backend must be one of torch, onnx, onnx-int8, auto"):
         EmbedConfig(model=MODEL_NAME, backend="tensorrt").settings()
+
+
+def test_auto_picks_from_the_machine(monkeypatch) -> None:
+    from python_udfs import hardware
+    from python_udfs.clustering.onnx_backend import resolve_backend
+    from python_udfs.settings import default
+
+    assert default("embedding_backend") == "auto"  # the fast path is the default
+    assert EmbedConfig().backend == "auto"
+    vnni, amx, avx2 = frozenset({"avx2", "avx512f", "avx512_vnni"}), frozenset({"amx_int8", "amx_tile"}), frozenset({"avx2", "fma"})
+    assert resolve_backend("auto", "cpu", vnni) == resolve_backend("auto", "cpu", amx) == "onnx-int8"
+    assert resolve_backend("auto", "cpu", avx2) == resolve_backend("auto", "cpu", frozenset()) == "onnx"
+    assert resolve_backend("auto", "cuda", vnni) == "torch"  # a GPU keeps torch (bf16, SDPA)
+    assert resolve_backend("onnx-int8", "cpu", avx2) == "onnx-int8"  # an explicit choice is kept
+    # the machine's own flags (hardware.cpu_flags) decide when none are given
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: avx2)
+    assert EmbedConfig(device="cpu").resolved_backend() == "onnx"
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: vnni)
+    assert EmbedConfig(device="cpu").resolved_backend() == "onnx-int8"
+    assert "batch_size" in EmbedConfig(device="cpu").settings()  # int8's batches shape its vectors
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: avx2)
+    assert "batch_size" not in EmbedConfig(device="cpu").settings()
+    assert EmbedConfig(device="cpu", dtype="bfloat16").resolved_backend() == "torch"
 
 
 def test_missing_onnxruntime_is_a_clear_error(monkeypatch) -> None:
