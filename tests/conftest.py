@@ -28,3 +28,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_onnx_cache(tmp_path_factory):
+    """One ONNX model cache for the session: the default embedding backend (auto) runs an
+    exported ONNX model on CPUs, and the tests that build into a fresh lake would each export
+    it again (``onnx_backend.cache_root``). Subprocesses (dbt, Ray actors) inherit it."""
+    import os
+
+    if os.environ.get("PILEHOUSE_MODEL_CACHE"):
+        yield
+        return
+    os.environ["PILEHOUSE_MODEL_CACHE"] = str(tmp_path_factory.mktemp("onnx-model-cache"))
+    yield
+    os.environ.pop("PILEHOUSE_MODEL_CACHE", None)

@@ -432,7 +432,6 @@ def test_onnx_backends_match_torch_on_real_documents(onnx_cache, model, config, 
 
 def test_backend_changes_fingerprint_and_slug_but_torch_keeps_them(config: EmbedConfig) -> None:
     from python_udfs.clustering import onnx_backend
-
     from python_udfs.settings import embedding_slug
 
     assert EmbedConfig(model=MODEL_NAME, backend="torch").slug() == embedding_slug(MODEL_NAME, 256)
@@ -457,7 +456,8 @@ def test_auto_picks_from_the_machine(monkeypatch) -> None:
 
     assert default("embedding_backend") == "auto"  # the fast path is the default
     assert EmbedConfig().backend == "auto"
-    vnni, amx, avx2 = frozenset({"avx2", "avx512f", "avx512_vnni"}), frozenset({"amx_int8", "amx_tile"}), frozenset({"avx2", "fma"})
+    vnni, amx = frozenset({"avx2", "avx512f", "avx512_vnni"}), frozenset({"amx_int8", "amx_tile"})
+    avx2 = frozenset({"avx2", "fma"})
     assert resolve_backend("auto", "cpu", vnni) == resolve_backend("auto", "cpu", amx) == "onnx-int8"
     assert resolve_backend("auto", "cpu", avx2) == resolve_backend("auto", "cpu", frozenset()) == "onnx"
     assert resolve_backend("auto", "cuda", vnni) == "torch"  # a GPU keeps torch (bf16, SDPA)
