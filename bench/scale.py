@@ -317,13 +317,18 @@ def step_embed(cfg: dict, work: Path, out: Path, executor) -> tuple[Callable, Ca
     from python_udfs.clustering.embed import EmbedConfig, embed_to_parts
 
     config = EmbedConfig(part_size=cfg["part_docs"])
+    backend = config.resolved_backend()
+    if backend != "torch":  # the one-off ONNX export (cached per machine) happens before the clock starts
+        from python_udfs.clustering.embed import load_model
+
+        load_model(config)
 
     def after(stats) -> dict:
         import torch
 
         return {"docs": stats.computed, "out_parts": stats.parts, "torch_threads": torch.get_num_threads(),
                 "model": config.model, "max_tokens": config.max_tokens, "dtype": config.dtype,
-                "batch_size": config.batch_size}
+                "batch_size": config.batch_size, "backend": backend}
 
     return (functools.partial(embed_to_parts, document_batches(work / "lake"), out / "embeddings", config,
                               progress=False, executor=executor), after)

@@ -269,7 +269,8 @@ def assign(x: np.ndarray, centroids: np.ndarray, block_rows: int | None = None,
     float32 error bound (``4 (d + 2) u |x| max|c|``) is decided again in float64, over every
     centroid within that margin, summed in a fixed order, ties going to the lowest id. Every
     other row's winner is the same under any summation order. ``distance`` is ``1 - x . c``
-    of the winner as float64, its dot product recomputed row by row in one fixed order (not
+    of the winner as float64, its dot product recomputed row by row (``np.vecdot``: one
+    single-threaded float32 dot per row, the same kernel for every row of this machine; not
     read back from the blocked matmul), so it too is the same whatever the blocks or threads
     (the per-cluster ``sum_distance`` the sampling strategies read adds these up).
     """
@@ -327,10 +328,14 @@ class _AssignContext:
 
         For small k the similarities are kept k x rows (``C @ X.T``): the max over k is then
         elementwise over rows (SIMD), where a max along rows of k values is a short loop per row.
+        The winners' centroids are gathered into a preallocated buffer (``np.take`` with
+        ``mode="clip"``: with ``"raise"`` it would buffer ``out`` again) and dotted row by row
+        (``np.vecdot``); a fresh ``c[win]`` per block cost as much as the block's matmul at k = 40.
         """
         x, c, k = self.x, self.c, len(self.c)
         transposed = k <= SMALL_K
         buffer = np.empty(self.rows * k, dtype=np.float32)
+        gathered = np.empty((self.rows, x.shape[1]), dtype=np.float32)
         for start, stop in blocks:
             m = stop - start
             xb, local = x[start:stop], np.arange(m)
@@ -345,7 +350,8 @@ class _AssignContext:
                 win = np.argmax(s, axis=1)
                 best = s[local, win]
             if k > 1:
-                margin = self.bound * np.sqrt(np.einsum("ij,ij->i", xb, xb), dtype=np.float64)
+                # the margin needs only an upper bound of |x| (any summation order will do)
+                margin = self.bound * np.sqrt(np.vecdot(xb, xb), dtype=np.float64)
                 if transposed:
                     s[win, local] = -np.inf
                     second = np.max(s, axis=0)
@@ -358,7 +364,9 @@ class _AssignContext:
                 if len(near):
                     sims = s[:, near].T if transposed else s[near]
                     win[near] = _exact_winners(xb[near], self.c64, sims, best[near], margin[near])
-            self.distance[start:stop] = 1.0 - np.einsum("ij,ij->i", xb, c[win]).astype(np.float64)
+            g = gathered[:m]
+            np.take(c, win, axis=0, out=g, mode="clip")
+            self.distance[start:stop] = 1.0 - np.vecdot(xb, g).astype(np.float64)
             self.cluster[start:stop] = win
 
 
@@ -416,7 +424,8 @@ def assign_to_parts(
 ) -> RunStats:
     """Nearest centroid for every embedding part, into ``out_dir/part-*.parquet`` (one per embedding part)."""
     step = Step(name="assign", out_dir=Path(out_dir),
-                settings={"centroids": centroid_digest(centroids), "k": int(len(centroids))},
+                settings={"centroids": centroid_digest(centroids), "k": int(len(centroids)),
+                          "distance": "vecdot"},  # how distances are summed (they were einsum's before)
                 make_worker=functools.partial(make_assigner, np.asarray(centroids, dtype=np.float32)), unit="doc")
     total = int(pc.sum(embedding_manifest.column("n_rows")).as_py() or 0)
     return run_step(step, embedding_parts(embedding_manifest), executor=executor, total=total, progress=progress)
