@@ -63,9 +63,7 @@ class EmbedConfig:
         """The backend that runs here (``auto`` picks per machine)."""
         from python_udfs.clustering.onnx_backend import resolve_backend
 
-        if self.backend == "auto" and self.dtype != "float32":
-            return "torch"  # bf16/fp16 run in torch (GPUs, AMX); the ONNX models are float32
-        return resolve_backend(self.backend, self.device)
+        return resolve_backend(self.backend, self.device, dtype=self.dtype)
 
     def slug(self) -> str:
         """Folder name that changes whenever the vectors would change (``settings.lake_path``'s)."""
