@@ -264,7 +264,7 @@ def test_ngram_keys_stay_inside_sequences() -> None:
     offsets = np.array([0, 3, 4, 7])  # [1 2 3] [4] [5 6 7]
     packed = ngrams.ngram_keys(tokens, offsets, 3)
     assert packed.tolist() == [(1 << 32) | (2 << 16) | 3, (5 << 32) | (6 << 16) | 7]
-    table = ngrams.count_keys(ngrams.ngram_keys(tokens, offsets, 2), 2)
+    table = ngrams.key_table(*ngrams.count_keys(ngrams.ngram_keys(tokens, offsets, 2), 2), 2)
     assert list(zip(table.column("id0").to_pylist(), table.column("id1").to_pylist())) == [
         (1, 2), (2, 3), (5, 6), (6, 7)]
     assert ngrams.ngram_keys(tokens[:2], np.array([0, 2]), 3).size == 0
@@ -385,12 +385,13 @@ def test_partials_are_sorted_by_n_and_shard_with_a_slab_listing(tmp_path, texts)
     stats = run_all(tmp_path, texts[:25], 64, 20, n_shards)
     for path in stats["count"]["paths"]:
         table = pq.read_table(path)
-        keys = list(zip(table.column("n").to_pylist(), table.column("shard").to_pylist(),
-                        table.column("id0").to_pylist(), table.column("id1").to_pylist(),
-                        [-1 if v is None else v for v in table.column("id2").to_pylist()]))
+        # the packed key: id0 << 16(n-1) | ... | id(n-1); a bigram's id2 is -1 here
+        keys = [(n, shard, key >> 16 * (n - 1), (key >> 16 * (n - 2)) & 0xFFFF, key & 0xFFFF if n == 3 else -1)
+                for n, shard, key in zip(table.column("n").to_pylist(), table.column("shard").to_pylist(),
+                                         table.column("key").to_pylist())]
         assert keys == sorted(keys) and len(set(keys)) == len(keys)
         assert all(shard == id0 % n_shards for _, shard, id0, _, _ in keys)
-        assert all((id2 == -1) == (n == 2) for n, _, _, _, id2 in keys)
+        assert all(0 <= i < neox.VOCAB_SIZE for key in keys for i in key[2:4])
         listing = ngrams.partial_metadata(path)
         assert listing["n_shards"] == n_shards
         for n in (2, 3):

@@ -52,12 +52,15 @@ def part_counts(table: pa.Table, n_shards: int, memory_mb: float) -> dict[int, p
     out = {}
     for n in ngrams.ORDERS:
         mine = [b for b in batches if b.column("n")[0].as_py() == n]
-        for batch in mine:  # one batch (row group) per slab
+        for batch in mine:  # one batch (row group) per slab, its keys sorted and distinct
             shard = batch.column("shard").to_numpy()
             assert len(set(shard.tolist())) == 1
-            assert np.all(batch.column("id0").to_numpy().astype(np.int64) % n_shards == shard)
+            keys = batch.column("key").to_numpy()
+            assert np.all(keys[1:] > keys[:-1])
+            assert np.all((keys >> np.uint64(16 * (n - 1))).astype(np.int64) % n_shards == shard)
         rows = pa.Table.from_batches(mine, ngrams.PARTIAL_SCHEMA) if mine else ngrams.PARTIAL_SCHEMA.empty_table()
-        out[n] = rows.select([*ngrams.NGRAM_COLUMNS[n], "count"])
+        out[n] = ngrams.key_table(rows.column("key").to_numpy(), rows.column("count").to_numpy(), n,
+                                  with_shard=False)
     assert '"slabs"' in meta[ngrams.SLABS_KEY]
     return out
 
@@ -88,6 +91,16 @@ def test_count_part_equals_counter_whatever_the_chunks(real_sequences, n_shards,
         assert as_dict(got[n], n) == reference(real_sequences, n)
 
 
+@pytest.mark.parametrize("n_shards", [1, 8])
+def test_slab_listing_does_not_depend_on_the_passes(real_sequences, n_shards) -> None:
+    """Rows and digests of each slab (which decide the reduce's reuse) are the same in one pass or many."""
+    table = sequence_table(real_sequences)
+    listings = {mb: ngrams.count_part(table, n_shards, mb)[1] for mb in (0.001, 0.05, 1024)}
+    assert listings[0.001] == listings[0.05] == listings[1024]
+    batches = list(ngrams.count_part(table, n_shards, 0.001)[0])
+    assert len(batches) > len(list(ngrams.count_part(table, n_shards, 1024)[0]))  # slabs cut across passes
+
+
 def test_edge_sequences_by_hand() -> None:
     top = neox.VOCAB_SIZE - 1
     cases = [
@@ -110,7 +123,7 @@ def test_packed_keys_put_the_shard_on_top() -> None:
     tokens = np.array([9, 4, 7, 2, 8], dtype=np.uint16)
     keys = ngrams.ngram_keys(tokens, np.array([0, 5]), 2, n_shards=4)
     assert keys.tolist() == [((a % 4) << 32) | (a << 16) | b for a, b in zip(tokens[:-1].tolist(), tokens[1:].tolist())]
-    table = ngrams.count_keys(keys, 2)
+    table = ngrams.key_table(*ngrams.count_keys(keys, 2), 2)
     # shards 9 % 4 = 1, 4 % 4 = 0, 7 % 4 = 3, 2 % 4 = 2: sorted keys are in (shard, ids) order
     assert table.column("shard").to_pylist() == [0, 1, 2, 3]
     assert list(zip(table.column("id0").to_pylist(), table.column("id1").to_pylist())) == [
@@ -130,6 +143,56 @@ def test_unique_counts_sums_exactly_with_large_counts() -> None:
     for bits in (32, 48, 64):
         unique, sums = ngrams.unique_counts(keys.copy(), counts, key_bits=bits)
         assert unique.tolist() == sorted(want) and sums.tolist() == [want[k] for k in sorted(want)], bits
+
+
+def test_unique_counts_of_sorted_runs_equals_any_order() -> None:
+    """``runs=True`` (a shard's slabs: sorted runs of distinct keys) merges; the sums are those of any order."""
+    rng = np.random.default_rng(4)
+    runs = [np.unique(rng.integers(0, 3000, size).astype(np.uint64)) for size in (0, 1, 500, 2000, 7)]
+    counts = [rng.integers(1, 9, len(r)) for r in runs]
+    counts[2][::5] = 2**40  # too large for the spare bits: the argsort path, merging too
+    keys, sums = np.concatenate(runs), np.concatenate(counts)
+    want = ngrams.unique_counts(keys.copy(), sums, key_bits=48)
+    got = ngrams.unique_counts(keys.copy(), sums, key_bits=48, runs=True)
+    assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+    shuffled = rng.permutation(len(keys))
+    again = ngrams.unique_counts(keys[shuffled], sums[shuffled], key_bits=48)
+    assert np.array_equal(want[0], again[0]) and np.array_equal(want[1], again[1])
+
+
+@pytest.mark.parametrize("n_shards", [1, 3, 8, 65535])
+def test_narrow_bigram_keys_sort_like_the_wide_ones(real_sequences, n_shards) -> None:
+    """The uint32 bigram keys (rank(id0) << 16 | id1), counted and widened, are the uint64 keys' counts."""
+    table = sequence_table(real_sequences)
+    column = table.column("tokens").combine_chunks()
+    tokens = column.flatten().to_numpy().astype(np.uint16)
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    top = np.array([neox.VOCAB_SIZE - 1, 0, neox.VOCAB_SIZE - 1], dtype=np.uint16)  # the largest id too
+    tokens, offsets = np.concatenate([tokens, top]), np.append(offsets, len(tokens) + 3)
+    narrow, across = ngrams._narrow_bigram_keys(tokens, offsets, n_shards)
+    assert narrow.dtype == np.uint32
+    unique, counts = ngrams.count_keys(narrow, 2, across)
+    wide, wide_counts = ngrams.count_keys(ngrams.ngram_keys(tokens, offsets, 2, n_shards), 2)
+    assert np.array_equal(ngrams._widen_bigrams(unique, n_shards), wide)
+    assert np.array_equal(counts, wide_counts)
+
+
+def test_partial_files_pack_the_ids_in_one_delta_encoded_key(tmp_path, real_sequences) -> None:
+    """The partial layout: n, shard, key (DELTA_BINARY_PACKED, no codec), count; an old layout is named."""
+    import pyarrow.parquet as pq
+
+    run_steps(tmp_path, [s for s in real_sequences if s], 256, 3, memory_mb=1024)
+    path = sorted((tmp_path / "partials").glob("part-*.parquet"))[0]
+    meta = pq.ParquetFile(path).metadata
+    assert pq.read_schema(path).remove_metadata() == ngrams.PARTIAL_SCHEMA
+    key = meta.row_group(0).column(meta.schema.names.index("key"))
+    assert "DELTA_BINARY_PACKED" in key.encodings and key.compression == "UNCOMPRESSED"
+    old = tmp_path / "old.parquet"
+    pq.write_table(pa.table({"n": pa.array([2], pa.uint8()), "shard": pa.array([0], pa.uint16()),
+                             "id0": pa.array([1], pa.uint16()), "id1": pa.array([2], pa.uint16()),
+                             "count": pa.array([1], pa.int64())}), old)
+    with pytest.raises(ValueError, match="older layout .* count it again"):
+        ngrams.read_slab(str(old), 2, 0)
 
 
 def run_steps(tmp, docs, seq_len, n_shards, memory_mb, memory_limit=None):
@@ -223,8 +286,10 @@ def test_count_memory_follows_the_var_not_the_part() -> None:
     for mb in (2, 1024):
         peaks[mb], outputs[mb] = peak_bytes(
             lambda mb=mb: ngrams.count_sequences(tokens, offsets, 3, 8, ngrams.memory_budget(mb)))
-    assert outputs[2].equals(outputs[1024])
-    output_bytes = outputs[2].nbytes  # the part's distinct trigrams: ~1M rows x 16 bytes (Zipf: few repeat)
+    assert len(outputs[2]) > 1 and len(outputs[1024]) == 1  # pieces: one per pass
+    for i in (0, 1):
+        assert np.array_equal(np.concatenate([piece[i] for piece in outputs[2]]), outputs[1024][0][i])
+    output_bytes = sum(a.nbytes for piece in outputs[2] for a in piece)  # ~1M distinct trigrams x 16 bytes
     # the whole part at once: ~40 bytes per token of working arrays on top of the output
     assert peaks[1024] > 30 * len(tokens)
     # 2 MB: passes over (shard, id0) ranges; the output, ~4 bytes per token for the passes'
