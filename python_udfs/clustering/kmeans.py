@@ -250,8 +250,33 @@ def assign_block_rows(k: int, d: int, block_bytes: int = ASSIGN_BLOCK_BYTES) -> 
     return int(min(16384, max(64, rows // 64 * 64)))
 
 
+ASSIGN_PATHS = ("fused", "numpy")
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_kernel():
+    """``assign_kernel.assign_rows`` (numba), or None where numba is not installed."""
+    try:
+        from python_udfs.clustering import assign_kernel
+    except ImportError:
+        return None
+    return assign_kernel
+
+
+def assign_path(path: str | None = None) -> str:
+    """The assignment's row work: ``fused`` (one compiled loop per row, ``assign_kernel``) where
+    numba is installed, else ``numpy``; ``path`` asks for one (``fused`` without numba is an error)."""
+    if path is None:
+        return "fused" if _fused_kernel() is not None else "numpy"
+    if path not in ASSIGN_PATHS:
+        raise ValueError(f"assign path must be one of {ASSIGN_PATHS}, not {path!r}")
+    if path == "fused" and _fused_kernel() is None:
+        raise RuntimeError("the fused assignment needs numba: pip install numba (or use path='numpy')")
+    return path
+
+
 def assign(x: np.ndarray, centroids: np.ndarray, block_rows: int | None = None,
-           threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           threads: int | None = None, path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid by cosine (ties: lowest id) and distance = 1 - dot, for unit vectors ``x``.
 
     Blocked: ``block_rows`` rows at a time (default ``assign_block_rows(k, d)``), one float32
@@ -273,6 +298,15 @@ def assign(x: np.ndarray, centroids: np.ndarray, block_rows: int | None = None,
     single-threaded float32 dot per row, the same kernel for every row of this machine; not
     read back from the blocked matmul), so it too is the same whatever the blocks or threads
     (the per-cluster ``sum_distance`` the sampling strategies read adds these up).
+
+    ``path`` (``assign_path``): after each block's matmul, the per-row work (best two,
+    norms, near ties, distances) runs either as numpy passes over the block or, by default
+    where numba is installed, fused in one compiled loop per row (``assign_kernel``; for
+    k > ``SMALL_K`` after numpy's SIMD argmax and max along the rows): the same decisions,
+    each row read once while it is in cache. On 2 AVX2 cores (``make bench-kmeans``) that is
+    0.63x, 0.83x and 0.97x numpy's matmul rate at k = 40, 220 and 1,000, against 0.43x,
+    0.69x and 0.89x for the numpy passes. Each path is deterministic on its own; their
+    distances may differ in the last bits.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     c = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -288,7 +322,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, block_rows: int | None = None,
     cluster = np.empty(n, dtype=np.int32)
     distance = np.empty(n, dtype=np.float64)
     blocks = [(start, min(start + rows, n)) for start in range(0, n, rows)]
-    ctx = _AssignContext(x, c, cluster, distance, min(rows, n))
+    ctx = _AssignContext(x, c, cluster, distance, min(rows, n), fused=assign_path(path) == "fused")
     workers = min(len(blocks), max(1, int(threads or 1)))
     if workers == 1:
         ctx.run(blocks)
@@ -316,8 +350,10 @@ def blas_threads() -> int:
 class _AssignContext:
     """What the assignment's threads share: the inputs, the outputs they fill, the block size."""
 
-    def __init__(self, x: np.ndarray, c: np.ndarray, cluster: np.ndarray, distance: np.ndarray, rows: int) -> None:
+    def __init__(self, x: np.ndarray, c: np.ndarray, cluster: np.ndarray, distance: np.ndarray, rows: int,
+                 fused: bool = False) -> None:
         self.x, self.c, self.cluster, self.distance, self.rows = x, c, cluster, distance, rows
+        self.kernel = _fused_kernel() if fused else None
         self.ct = np.ascontiguousarray(c.T)
         self.c64 = c.astype(np.float64)
         c_norm = float(np.max(np.sqrt(np.einsum("ij,ij->i", self.c64, self.c64))))
@@ -333,6 +369,24 @@ class _AssignContext:
         (``np.vecdot``); a fresh ``c[win]`` per block cost as much as the block's matmul at k = 40.
         """
         x, c, k = self.x, self.c, len(self.c)
+        if self.kernel is not None:
+            buffer = np.empty(self.rows * k, dtype=np.float32)
+            for start, stop in blocks:
+                m = stop - start
+                s = buffer[: k * m].reshape(m, k)
+                np.matmul(x[start:stop], self.ct, out=s)
+                out = (self.cluster[start:stop], self.distance[start:stop])
+                if k <= SMALL_K:
+                    self.kernel.assign_rows(s, x[start:stop], c, self.c64, self.bound, *out)
+                    continue
+                local = np.arange(m)
+                win = np.argmax(s, axis=1)
+                best = s[local, win]
+                s[local, win] = -np.inf
+                second = np.max(s, axis=1)
+                s[local, win] = best
+                self.kernel.finish_rows(s, x[start:stop], c, self.c64, self.bound, win, best, second, *out)
+            return
         transposed = k <= SMALL_K
         buffer = np.empty(self.rows * k, dtype=np.float32)
         gathered = np.empty((self.rows, x.shape[1]), dtype=np.float32)
@@ -425,7 +479,8 @@ def assign_to_parts(
     """Nearest centroid for every embedding part, into ``out_dir/part-*.parquet`` (one per embedding part)."""
     step = Step(name="assign", out_dir=Path(out_dir),
                 settings={"centroids": centroid_digest(centroids), "k": int(len(centroids)),
-                          "distance": "vecdot"},  # how distances are summed (they were einsum's before)
+                          # how the rows' winners and distances are computed (fused: numba)
+                          "distance": "fused" if assign_path() == "fused" else "vecdot"},
                 make_worker=functools.partial(make_assigner, np.asarray(centroids, dtype=np.float32)), unit="doc")
     total = int(pc.sum(embedding_manifest.column("n_rows")).as_py() or 0)
     return run_step(step, embedding_parts(embedding_manifest), executor=executor, total=total, progress=progress)

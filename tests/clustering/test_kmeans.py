@@ -141,7 +141,12 @@ def test_empty_stream_is_a_clear_error() -> None:
 
 # --- assign --------------------------------------------------------------------------
 
-def test_assign_distance_and_ties() -> None:
+#: The assignment's two row paths (kmeans.assign_path): numba's fused loop and numpy's passes.
+PATHS = ["fused", "numpy"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_assign_distance_and_ties(path) -> None:
     centroids = np.eye(3, dtype=np.float32)
     x = np.array([
         [0.0, 1.0, 0.0],                   # exactly centroid 1
@@ -150,7 +155,7 @@ def test_assign_distance_and_ties() -> None:
         [0.0, np.sqrt(0.5), np.sqrt(0.5)],  # tie between 1 and 2 -> 1
         [-1.0, 0.0, 0.0],                  # opposite of 0: ties 1 and 2 at 0 -> 1
     ], dtype=np.float32)
-    cluster, distance = assign(x, centroids)
+    cluster, distance = assign(x, centroids, path=path)
     assert cluster.dtype == np.int32 and distance.dtype == np.float64
     assert cluster.tolist() == [1, 2, 0, 1, 1]
     expected = 1.0 - np.array([1.0, 0.8, np.sqrt(0.5), np.sqrt(0.5), 0.0])
@@ -158,9 +163,10 @@ def test_assign_distance_and_ties() -> None:
     np.testing.assert_allclose(distance, 1.0 - np.max(x @ centroids.T, axis=1), atol=1e-12)
 
 
-def test_assign_exact_duplicate_centroids_pick_lowest_id() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_assign_exact_duplicate_centroids_pick_lowest_id(path) -> None:
     c = normalise(np.array([[1.0, 2.0], [3.0, -1.0], [1.0, 2.0]], dtype=np.float32))
-    cluster, distance = assign(c[[2, 0, 1]], c)
+    cluster, distance = assign(c[[2, 0, 1]], c, path=path)
     assert cluster.tolist() == [0, 0, 1]
     np.testing.assert_allclose(distance, 0.0, atol=1e-6)
 
@@ -307,28 +313,31 @@ def near_tie_data(n: int = 3000, k: int = 60, d: int = 48) -> tuple[np.ndarray, 
     return x, c
 
 
-@pytest.mark.parametrize("k", [60, 100])  # similarities kept k x rows (small k) and rows x k
-def test_assign_same_whatever_block_size_and_threads(k) -> None:
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("k", [60, 100])  # numpy keeps similarities k x rows (small k) or rows x k
+def test_assign_same_whatever_block_size_and_threads(k, path) -> None:
     x, c = near_tie_data(k=k)
-    cluster, distance = assign(x, c, block_rows=64, threads=1)
+    cluster, distance = assign(x, c, block_rows=64, threads=1, path=path)
     for block_rows in (1, 7, 100, 1000, len(x)):
         for threads in (1, 2, 3):
-            got = assign(x, c, block_rows=block_rows, threads=threads)
+            got = assign(x, c, block_rows=block_rows, threads=threads, path=path)
             assert np.array_equal(got[0], cluster) and np.array_equal(got[1], distance), (block_rows, threads)
-    assert np.array_equal(assign(x, c)[0], cluster)
+    assert np.array_equal(assign(x, c, path=path)[0], cluster)
     assert 10 not in set(cluster.tolist())  # the duplicate of 3 never wins
 
 
-@pytest.mark.parametrize("k", [60, 100])
-def test_assign_matches_the_naive_distance_matrix(k) -> None:
-    x, c = near_tie_data(k=k)
-    cluster, distance = assign(x, c, block_rows=128, threads=2)
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("k", [1, 2, 60, 100])
+def test_assign_matches_the_naive_distance_matrix(k, path) -> None:
+    x, c = near_tie_data(k=k) if k > 11 else (near_tie_data()[0], near_tie_data()[1][:k])
+    cluster, distance = assign(x, c, block_rows=128, threads=2, path=path)
     ref_cluster, ref_distance = naive_assign(x, c)
     assert cluster.tolist() == ref_cluster.tolist()
     np.testing.assert_allclose(distance, ref_distance, atol=1e-6)
 
 
-def test_assign_decides_float32_near_ties_in_float64() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_assign_decides_float32_near_ties_in_float64(path) -> None:
     # Two centroids whose similarities to x differ by less than float32 can resolve: the
     # float32 matmul may rank them either way, the float64 decision picks the truly nearer.
     d = 64
@@ -341,4 +350,18 @@ def test_assign_decides_float32_near_ties_in_float64() -> None:
     exact = c.astype(np.float64) @ x[0].astype(np.float64)
     assert exact[1] > exact[0]
     for threads in (1, 2):
-        assert assign(x, c, threads=threads)[0].tolist() == [int(np.argmax(exact))]
+        assert assign(x, c, threads=threads, path=path)[0].tolist() == [int(np.argmax(exact))]
+
+
+def test_the_fused_path_is_the_default_and_agrees_with_numpy() -> None:
+    from python_udfs.clustering.kmeans import assign_path
+
+    assert assign_path() == "fused"  # numba is a dependency
+    with pytest.raises(ValueError, match="assign path must be one of"):
+        assign_path("cuda")
+    x, c = near_tie_data(k=100)
+    fused, default = assign(x, c, path="fused"), assign(x, c)
+    assert np.array_equal(fused[0], default[0]) and np.array_equal(fused[1], default[1])
+    slow = assign(x, c, path="numpy")
+    assert np.array_equal(fused[0], slow[0])
+    np.testing.assert_allclose(fused[1], slow[1], atol=1e-6)
