@@ -150,8 +150,9 @@ def load_all(directory: Path = RESULTS_DIR) -> list[dict]:
         except (OSError, json.JSONDecodeError) as err:
             print(f"skipping {path}: {err}")
             continue
-        if isinstance(payload, dict) and isinstance(payload.get("rows"), list) and payload.get("benchmark"):
-            payloads.append(payload)
+        if isinstance(payload, dict) and isinstance(payload.get("rows"), list) and payload.get("benchmark") \
+                and all(isinstance(row, dict) and "ratio" in row for row in payload["rows"]):
+            payloads.append(payload)  # ratio rows only: bench-scale's timings (scale.json) have their own tables
     return payloads
 
 
@@ -218,7 +219,7 @@ def main() -> None:
     machines = {json.dumps(p["machine"].get("cpu_model")) + str(p["machine"].get("cpu_flags")) for p in payloads}
     for payload in payloads:
         m = payload["machine"]
-        print(f"{payload['benchmark']}: {payload['time']} on {m.get('cpu_model')} "
+        print(f"{payload['benchmark']}: {payload.get('time', 'time not recorded')} on {m.get('cpu_model')} "
               f"({m.get('cores')} cores, flags {' '.join(m.get('cpu_flags') or []) or 'none'})")
     if len(machines) > 1:
         print("note: these results come from more than one machine; compare ratios within a row only")

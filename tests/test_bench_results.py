@@ -28,6 +28,9 @@ def test_write_then_summary_reads_every_result(tmp_path, monkeypatch, capsys):
                                 fidelity={"mean_cosine": 0.997}, achieved=50.0, peak=100.0, peak_unit="GFLOP/s")])
     results.write("two", [Ratio("training", "tokens/s", "ours", "Trainer", 90.0, 100.0, target=1.0)])
     (tmp_path / "broken.json").write_text("{not json")
+    # bench-scale's file: timings, not ratio rows, and no "time" key; the summary leaves it out
+    (tmp_path / "scale.json").write_text(json.dumps({"benchmark": "scale", "machine": {"cpu_model": "x"},
+                                                     "rows": [{"step": "embed", "seconds": 1.0}]}))
     payload = json.loads((tmp_path / "one.json").read_text())
     assert payload["machine"]["cores"] >= 1 and "cpu_flags" in payload["machine"]
     assert payload["rows"][0]["ratio"] == 2.0 and payload["rows"][0]["met"] is True
@@ -35,7 +38,7 @@ def test_write_then_summary_reads_every_result(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["summary", "--dir", str(tmp_path)])
     results.main()
     out = capsys.readouterr().out
-    assert "skipping" in out and "broken.json" in out
+    assert "skipping" in out and "broken.json" in out and "scale" not in out
     lines = [line for line in out.splitlines() if line.startswith("| embedding") or line.startswith("| training")]
     assert len(lines) == 2
     assert "2.00x" in lines[0] and "| yes |" in lines[0] and "50% of 100 GFLOP/s" in lines[0]
