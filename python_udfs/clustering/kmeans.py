@@ -285,9 +285,9 @@ def assign(x: np.ndarray, centroids: np.ndarray, block_rows: int | None = None,
     BLAS thread; ``threads`` > 1 shares the blocks among that many threads, each running
     single-threaded BLAS and its own argmax and distances, as scikit-learn's k-means does.
     Measured on 2 cores (``make bench-kmeans``), the single walker is faster at k = 40, 220
-    and 1,000 (0.44x, 0.76x and 0.88x numpy's matmul rate, against 0.34x, 0.46x and 0.79x with
-    2 threads): numpy's argmax, fancy indexing and einsum hold the GIL, so the threads'
-    non-BLAS work runs one at a time.
+    and 1,000 (numpy path: 0.44x, 0.76x and 0.88x numpy's matmul rate, against 0.34x, 0.46x
+    and 0.79x with 2 threads; fused path at k = 40: 0.65x against 0.37x): single-threaded
+    BLAS in each thread is slower than both cores in one matmul.
 
     The result does not depend on the block size, the threads or the BLAS kernel (the float32
     sums' order): a row whose best two float32 similarities are closer than twice the
