@@ -50,12 +50,18 @@ def run_to_end(job: str, work: Path, *args: str, timeout: float = 600) -> float:
     return time.monotonic() - began
 
 
-def kill_chain(job: str, work: Path, took: float, seed: int, *args: str, timeout: float = 600) -> list[str]:
-    """Kill the job KILLS times at seeded moments, then let it finish; returns what each trial saw."""
+def kill_chain(job: str, work: Path, took: float, seed: int, *args: str, timeout: float = 600,
+               remaining=None) -> list[str]:
+    """Kill the job KILLS times at seeded moments, then let it finish; returns what each trial saw.
+
+    ``remaining()``: the fraction of the reference run's work still to do (a resumed run skips
+    what earlier ones finished); each delay is a seeded fraction of that much of ``took``, so
+    the kills keep landing while the job works instead of after a short resumed run ended.
+    """
     rng = random.Random(seed)
     trials = []
     for _ in range(KILLS):
-        delay = rng.uniform(0.05, 0.9) * took
+        delay = rng.uniform(0.05, 0.9) * took * (remaining() if remaining else 1.0)
         process = start(job, work, *args)
         deadline = time.monotonic() + timeout
         while process.poll() is None and not (work / "started").exists() and time.monotonic() < deadline:
@@ -107,7 +113,12 @@ def test_the_scan_survives_kill_9(scan_reference, tmp_path, seed):
     reference, took, model = scan_reference
     work = tmp_path / "scan"
     work.mkdir()
-    trials = kill_chain("scan", work, took, seed, model)
+    total = len(list((reference / "out").glob("part-*.parquet")))
+
+    def remaining() -> float:
+        return 1.0 - len(list((work / "out").glob("part-*.parquet"))) / total
+
+    trials = kill_chain("scan", work, took, seed, model, remaining=remaining)
     print(f"scan, seed {seed}: {trials}")
     assert sum(t.startswith("killed") for t in trials) >= KILLS // 2, trials
     no_temporaries(work / "out")
