@@ -255,7 +255,7 @@ ASSIGN_PATHS = ("fused", "numpy")
 
 @functools.lru_cache(maxsize=1)
 def _fused_kernel():
-    """``assign_kernel.assign_rows`` (numba), or None where numba is not installed."""
+    """The ``assign_kernel`` module (numba's compiled row loops), or None where numba is not installed."""
     try:
         from python_udfs.clustering import assign_kernel
     except ImportError:
@@ -379,13 +379,7 @@ class _AssignContext:
                 if k <= SMALL_K:
                     self.kernel.assign_rows(s, x[start:stop], c, self.c64, self.bound, *out)
                     continue
-                local = np.arange(m)
-                win = np.argmax(s, axis=1)
-                best = s[local, win]
-                s[local, win] = -np.inf
-                second = np.max(s, axis=1)
-                s[local, win] = best
-                self.kernel.finish_rows(s, x[start:stop], c, self.c64, self.bound, win, best, second, *out)
+                self.kernel.finish_rows(s, x[start:stop], c, self.c64, self.bound, *_best_two_rows(s), *out)
             return
         transposed = k <= SMALL_K
         buffer = np.empty(self.rows * k, dtype=np.float32)
@@ -398,11 +392,10 @@ class _AssignContext:
                 np.matmul(c, xb.T, out=s)
                 win = np.argmax(s, axis=0)
                 best = s[win, local]
-            else:
+            else:  # k > SMALL_K
                 s = buffer[: k * m].reshape(m, k)
                 np.matmul(xb, self.ct, out=s)
-                win = np.argmax(s, axis=1)
-                best = s[local, win]
+                win, best, second = _best_two_rows(s)
             if k > 1:
                 # the margin needs only an upper bound of |x| (any summation order will do)
                 margin = self.bound * np.sqrt(np.vecdot(xb, xb), dtype=np.float64)
@@ -410,10 +403,6 @@ class _AssignContext:
                     s[win, local] = -np.inf
                     second = np.max(s, axis=0)
                     s[win, local] = best
-                else:
-                    s[local, win] = -np.inf
-                    second = np.max(s, axis=1)
-                    s[local, win] = best
                 near = np.flatnonzero(best - second <= margin)
                 if len(near):
                     sims = s[:, near].T if transposed else s[near]
@@ -422,6 +411,18 @@ class _AssignContext:
             np.take(c, win, axis=0, out=g, mode="clip")
             self.distance[start:stop] = 1.0 - np.vecdot(xb, g).astype(np.float64)
             self.cluster[start:stop] = win
+
+
+def _best_two_rows(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``s`` (rows x k): the argmax (first on ties), its value and the second-best
+    value, by numpy's SIMD argmax and max along the rows; ``s`` is left as it was."""
+    local = np.arange(len(s))
+    win = np.argmax(s, axis=1)
+    best = s[local, win]
+    s[local, win] = -np.inf
+    second = np.max(s, axis=1)
+    s[local, win] = best
+    return win, best, second
 
 
 def _exact_winners(x: np.ndarray, c64: np.ndarray, sims: np.ndarray, best: np.ndarray,
