@@ -178,15 +178,16 @@ def test_narrow_bigram_keys_sort_like_the_wide_ones(real_sequences, n_shards) ->
 
 
 def test_partial_files_pack_the_ids_in_one_delta_encoded_key(tmp_path, real_sequences) -> None:
-    """The partial layout: n, shard, key (DELTA_BINARY_PACKED, no codec), count; an old layout is named."""
+    """The partial layout: n, shard, key, count (all DELTA_BINARY_PACKED, no codec); an old layout is named."""
     import pyarrow.parquet as pq
 
     run_steps(tmp_path, [s for s in real_sequences if s], 256, 3, memory_mb=1024)
     path = sorted((tmp_path / "partials").glob("part-*.parquet"))[0]
     meta = pq.ParquetFile(path).metadata
     assert pq.read_schema(path).remove_metadata() == ngrams.PARTIAL_SCHEMA
-    key = meta.row_group(0).column(meta.schema.names.index("key"))
-    assert "DELTA_BINARY_PACKED" in key.encodings and key.compression == "UNCOMPRESSED"
+    for name in ngrams.PARTIAL_SCHEMA.names:
+        column = meta.row_group(0).column(meta.schema.names.index(name))
+        assert "DELTA_BINARY_PACKED" in column.encodings and column.compression == "UNCOMPRESSED", name
     old = tmp_path / "old.parquet"
     pq.write_table(pa.table({"n": pa.array([2], pa.uint8()), "shard": pa.array([0], pa.uint16()),
                              "id0": pa.array([1], pa.uint16()), "id1": pa.array([2], pa.uint16()),
@@ -322,3 +323,41 @@ def test_memory_var_is_checked(tmp_path) -> None:
     assert default("ngram_memory_mb") > 0
     with pytest.raises(ValueError, match="ngram_memory_mb must be positive"):
         count_partials([], tmp_path / "p", 3, progress=False, memory_mb=0)
+
+
+def _partial(path, rows):
+    """A partial-count file of (n, shard, key, count) rows, written the way ``write_atomic`` replaces one."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array([r[i] for r in rows], field.type)
+                      for i, (name, field) in enumerate(zip(ngrams.PARTIAL_SCHEMA.names, ngrams.PARTIAL_SCHEMA))})
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp, **ngrams.PARTIAL_PARQUET)
+    os.replace(tmp, path)
+
+
+def test_read_slab_sees_a_rewritten_partial_and_reads_mixed_row_groups(tmp_path) -> None:
+    """Footers are cached per worker, keyed by the file: a partial rewritten in place is read again;
+    a file whose row groups mix slabs is read through a filter, with the same rows."""
+    path = tmp_path / "part-000000.parquet"
+    one_slab_per_group = [(2, 0, 5, 1), (2, 0, 9, 2)], [(2, 1, 4, 7)], [(3, 0, 8, 3)]
+    import pyarrow.parquet as pq
+
+    # one row group per slab, as count_part writes them
+
+    with pq.ParquetWriter(path.with_suffix(".tmp"), ngrams.PARTIAL_SCHEMA, **ngrams.PARTIAL_PARQUET) as writer:
+        for group in one_slab_per_group:
+            writer.write_table(pa.table({name: pa.array([r[i] for r in group], field.type) for i, (name, field)
+                                         in enumerate(zip(ngrams.PARTIAL_SCHEMA.names, ngrams.PARTIAL_SCHEMA))}))
+    path.with_suffix(".tmp").replace(path)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    assert ngrams.read_slab(str(path), 2, 0).to_pydict() == {"key": [5, 9], "count": [1, 2]}
+    assert ngrams.read_slab(str(path), 2, 1).to_pydict() == {"key": [4], "count": [7]}
+    assert ngrams.read_slab(str(path), 2, 2).num_rows == 0
+    # the same path rewritten with other rows, in one row group mixing the slabs
+    _partial(path, [(2, 0, 6, 4), (2, 1, 1, 1), (3, 0, 8, 5), (3, 0, 9, 1)])
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    assert ngrams.read_slab(str(path), 2, 0).to_pydict() == {"key": [6], "count": [4]}
+    assert ngrams.read_slab(str(path), 3, 0).to_pydict() == {"key": [8, 9], "count": [5, 1]}
