@@ -107,3 +107,61 @@ def test_same_numbers_whatever_the_threads_or_batch_size(smollm2, texts):
         torch.set_num_threads(threads)
     for k in METRICS:
         np.testing.assert_array_equal(results[0][k], results[1][k], err_msg=k)
+
+
+@pytest.mark.parametrize("model", ["tiny", "smollm2"])
+def test_first_token_cache_is_used_and_equals_the_plain_pass(model, request, texts, monkeypatch):
+    """Each chunk's distinct first tokens run once; the cached rows give the plain pass's numbers,
+    in one chunk or many (chunks of 3 rows, batches of 2: a chunk ends inside no batch)."""
+    from python_udfs.scan import metrics
+
+    scan_model = request.getfixturevalue(model)
+    sequences = [a[:40] for a in scan_model.encode_batch(texts)]
+    n_rows = sum(len(s) - 3 for s in sequences if len(s) >= 5)  # a row per window, and a filler row at each end
+    seen = {"prefix_tokens": 0, "cached_rows": 0}
+    real_states, real_cached = metrics._first_token_states, metrics._cached_last_logits
+
+    def states(lm, tokens, batch_tokens):
+        seen["prefix_tokens"] += len(tokens)
+        return real_states(lm, tokens, batch_tokens)
+
+    def cached(lm, rows, *args):
+        seen["cached_rows"] += len(rows)
+        return real_cached(lm, rows, *args)
+
+    monkeypatch.setattr(metrics, "_first_token_states", states)
+    monkeypatch.setattr(metrics, "_cached_last_logits", cached)
+    plain = scan_windows(scan_model.lm, sequences, batch_size=8, prefix_cache=False)
+    assert seen == {"prefix_tokens": 0, "cached_rows": 0}
+    one_chunk = scan_windows(scan_model.lm, sequences, batch_size=8)
+    distinct = len({int(s[j]) for s in sequences if len(s) >= 5 for j in range(len(s) - 3)})
+    assert seen["prefix_tokens"] == distinct < n_rows  # real text repeats first tokens
+    assert seen["cached_rows"] >= n_rows  # every row (and the probe's) through the cache
+    assert metrics.model_tokens(scan_model.lm, sequences, batch_size=8) == n_rows * 4 + distinct
+    assert metrics.model_tokens(scan_model.lm, sequences, prefix_cache=False) == n_rows * 5
+    many = scan_windows(scan_model.lm, sequences, batch_size=2, prefix_rows=3)
+    for k in METRICS:
+        np.testing.assert_allclose(one_chunk[k], plain[k], rtol=1e-5, atol=TOL, err_msg=k)
+        np.testing.assert_allclose(many[k], plain[k], rtol=1e-5, atol=TOL, err_msg=k)
+    for k in ("seq_index", "position", "short_max_id", "long_max_id"):
+        assert np.array_equal(one_chunk[k], plain[k]) and np.array_equal(many[k], plain[k]), k
+
+
+def test_a_model_whose_cache_disagrees_is_scanned_the_plain_way(tiny, texts, monkeypatch):
+    """The probe compares the cached and plain passes on a call's first rows: a model whose cache
+    gives other logits (here: the cached pass made wrong on purpose) is scanned without it."""
+    from python_udfs.scan import metrics
+
+    sequences = [a[:40] for a in tiny.encode_batch(texts)]
+    plain = scan_windows(tiny.lm, sequences, batch_size=8, prefix_cache=False)
+    real_cached, used = metrics._cached_last_logits, []
+
+    def off_by_one(lm, rows, *args):
+        used.append(len(rows))
+        return real_cached(lm, rows, *args) + 1.0
+
+    monkeypatch.setattr(metrics, "_cached_last_logits", off_by_one)
+    got = scan_windows(tiny.lm, sequences, batch_size=8)
+    assert used == [4]  # the probe only
+    for k in METRICS:
+        np.testing.assert_array_equal(got[k], plain[k], err_msg=k)
