@@ -91,6 +91,13 @@ def _kv_bytes_per_token(lm) -> int:
     return 2 * layers * kv_heads * head_dim * next(lm.parameters()).element_size()
 
 
+def _chunk_rows(lm, batch_size: int, prefix_rows: int | None) -> int:
+    """Rows per first-token chunk: ``prefix_rows`` (default: what ``PREFIX_CACHE_BYTES`` holds), in whole batches."""
+    if prefix_rows is None:
+        prefix_rows = PREFIX_CACHE_BYTES // max(1, _kv_bytes_per_token(lm))
+    return -(-max(int(prefix_rows), batch_size) // batch_size) * batch_size
+
+
 def _first_token_states(lm, tokens: np.ndarray, batch_tokens: int) -> list[tuple]:
     """Per layer, the keys and values of each token alone at position 0: [(K, V)] with K [len(tokens), ...]."""
     import torch
@@ -139,9 +146,7 @@ def model_tokens(lm, sequences: Sequence[np.ndarray], seq_len: int = 4, batch_si
                             or [np.zeros(0, np.int64)])
     if not prefix_cache or width == 1:
         return len(firsts) * width
-    if prefix_rows is None:
-        prefix_rows = max(batch_size, PREFIX_CACHE_BYTES // max(1, _kv_bytes_per_token(lm)))
-    chunk = -(-max(prefix_rows, batch_size) // batch_size) * batch_size
+    chunk = _chunk_rows(lm, batch_size, prefix_rows)
     distinct = sum(len(np.unique(firsts[i:i + chunk])) for i in range(0, len(firsts), chunk))
     return len(firsts) * seq_len + distinct
 
@@ -183,9 +188,7 @@ def scan_windows(lm, sequences: Sequence[np.ndarray], seq_len: int = 4, batch_si
     pair_ok = np.zeros(len(all_rows), dtype=bool)
     pair_ok[:-1] = row_seq_all[:-1] == row_seq_all[1:]
     device = next(lm.parameters()).device
-    if prefix_rows is None:
-        prefix_rows = max(batch_size, PREFIX_CACHE_BYTES // max(1, _kv_bytes_per_token(lm)))
-    chunk_rows = -(-max(prefix_rows, batch_size) // batch_size) * batch_size  # whole batches
+    chunk_rows = _chunk_rows(lm, batch_size, prefix_rows)
     use_cache = prefix_cache and width > 1
     out: dict[str, list] = {k: [] for k in METRICS}
     seq_out, pos_out = [], []
@@ -199,12 +202,18 @@ def scan_windows(lm, sequences: Sequence[np.ndarray], seq_len: int = 4, batch_si
             if use_cache and start >= chunk_end:  # a new chunk: its distinct first tokens, once each
                 chunk_start, chunk_end = start, min(len(all_rows), start + chunk_rows)
                 firsts, inverse = np.unique(all_rows[chunk_start:chunk_end, 0], return_inverse=True)
-                states = _first_token_states(lm, firsts, batch_size * width)
                 inverse = inverse.reshape(-1)
-                probe = slice(0, min(4, stop - start))
-                if chunk_start == 0 and not _prefix_cache_agrees(
-                        lm, batch[probe], states, torch.as_tensor(inverse[probe], device=device), 2):
-                    use_cache, states = False, None
+                if chunk_start > 0:
+                    states = _first_token_states(lm, firsts, batch_size * width)
+                else:  # the first chunk: check that this model's cache reproduces its plain pass
+                    try:
+                        states = _first_token_states(lm, firsts, batch_size * width)
+                    except Exception:  # noqa: BLE001  (no base model or cache of this kind)
+                        states = None
+                    probe = slice(0, min(4, stop - start))
+                    if states is None or not _prefix_cache_agrees(
+                            lm, batch[probe], states, torch.as_tensor(inverse[probe], device=device), 2):
+                        use_cache, states = False, None
             if use_cache:
                 which = torch.as_tensor(inverse[start - chunk_start:stop - chunk_start], device=device)
                 logits = _cached_last_logits(lm, batch, states, which, 2).float()

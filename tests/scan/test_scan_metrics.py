@@ -165,3 +165,19 @@ def test_a_model_whose_cache_disagrees_is_scanned_the_plain_way(tiny, texts, mon
     assert used == [4]  # the probe only
     for k in METRICS:
         np.testing.assert_array_equal(got[k], plain[k], err_msg=k)
+
+
+def test_a_model_without_a_usable_cache_is_scanned_the_plain_way(tiny, texts, monkeypatch):
+    """A model whose first-token pass fails (no base model, another cache class) is scanned without it."""
+    from python_udfs.scan import metrics
+
+    sequences = [a[:40] for a in tiny.encode_batch(texts)]
+    plain = scan_windows(tiny.lm, sequences, batch_size=8, prefix_cache=False)
+
+    def no_cache(*args):
+        raise AttributeError("this model has no key-value cache")
+
+    monkeypatch.setattr(metrics, "_first_token_states", no_cache)
+    got = scan_windows(tiny.lm, sequences, batch_size=8)
+    for k in METRICS:
+        np.testing.assert_array_equal(got[k], plain[k], err_msg=k)
