@@ -156,8 +156,10 @@ def main() -> None:
 
     gflops = 2 * params * per_window * rate_ours / 1e9
     rows = [
-        Ratio(step="prompt scan", metric="windows/s (float32)", contestant="scan_windows (1 shared 5-token row a window, "
-              "its first token once per distinct token, LM head on 2 positions)", baseline="catalog loop (batched, 2 passes, full logits), float32",
+        Ratio(step="prompt scan", metric="windows/s (float32)",
+              contestant="scan_windows (1 shared 5-token row a window, its first token once per distinct token, "
+                         "LM head on 2 positions)",
+              baseline="catalog loop (batched, 2 passes, full logits), float32",
               value=rate_ours, baseline_value=rate_catalog, target=1.8, fidelity=diffs,
               fidelity_ok=all(v < 1e-3 for v in diffs.values()), achieved=gflops, peak=peak, peak_unit="GFLOP/s",
               note=f"{model.name}, {windows} windows, batch {args.batch_size}, best of {args.repeats}; "

@@ -138,12 +138,31 @@ def _prefix_cache_agrees(lm, rows, states: list[tuple], which, keep: int) -> boo
     return bool(torch.isfinite(cached).all()) and float((cached - plain).abs().max()) <= tolerance * scale
 
 
+def _window_rows(sequences: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``width`` tokens every sequence is scanned in, with each row's sequence and position.
+
+    Row j of a sequence holds ids[j : j+width] for j = 0 .. L-width+1; the last row's final
+    token is a filler (it never influences position width-2, the only one read there)."""
+    rows, row_seq, row_pos = [], [], []
+    for index, ids in enumerate(sequences):
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) < width:
+            continue
+        padded = np.concatenate([ids, ids[-1:]])
+        view = np.lib.stride_tricks.sliding_window_view(padded, width)
+        rows.append(view)
+        row_seq.append(np.full(len(view), index, dtype=np.int64))
+        row_pos.append(np.arange(len(view), dtype=np.int64))
+    if not rows:
+        return np.zeros((0, width), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(row_seq), np.concatenate(row_pos)
+
+
 def model_tokens(lm, sequences: Sequence[np.ndarray], seq_len: int = 4, batch_size: int = 256,
                  prefix_cache: bool = True, prefix_rows: int | None = None) -> int:
     """Tokens ``scan_windows`` runs through the model for ``sequences`` (rows' tokens, cached first tokens once)."""
     width = seq_len + 1
-    firsts = np.concatenate([np.asarray(ids[: len(ids) - width + 2]) for ids in sequences if len(ids) >= width]
-                            or [np.zeros(0, np.int64)])
+    firsts = _window_rows(sequences, width)[0][:, 0]
     if not prefix_cache or width == 1:
         return len(firsts) * width
     chunk = _chunk_rows(lm, batch_size, prefix_rows)
@@ -167,23 +186,10 @@ def scan_windows(lm, sequences: Sequence[np.ndarray], seq_len: int = 4, batch_si
     import torch
 
     width = seq_len + 1
-    # Row j of a sequence holds ids[j : j+width] for j = 0 .. L-width+1; the last row's final
-    # token is a filler (it never influences position seq_len-1, the only one read there).
-    rows, row_seq, row_pos = [], [], []
-    for index, ids in enumerate(sequences):
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(ids) < width:
-            continue
-        padded = np.concatenate([ids, ids[-1:]])
-        view = np.lib.stride_tricks.sliding_window_view(padded, width)
-        rows.append(view)
-        row_seq.append(np.full(len(view), index, dtype=np.int64))
-        row_pos.append(np.arange(len(view), dtype=np.int64))
     names = ("seq_index", "position", *METRICS)
-    if not rows:
+    all_rows, row_seq_all, row_pos_all = _window_rows(sequences, width)
+    if not len(all_rows):
         return {k: np.zeros(0, dtype=np.float32 if k not in ("seq_index", "position") else np.int64) for k in names}
-    all_rows = np.concatenate(rows)
-    row_seq_all, row_pos_all = np.concatenate(row_seq), np.concatenate(row_pos)
     # Row r's long logits pair with row r+1's short logits when both rows are of one sequence.
     pair_ok = np.zeros(len(all_rows), dtype=bool)
     pair_ok[:-1] = row_seq_all[:-1] == row_seq_all[1:]
@@ -203,17 +209,16 @@ def scan_windows(lm, sequences: Sequence[np.ndarray], seq_len: int = 4, batch_si
                 chunk_start, chunk_end = start, min(len(all_rows), start + chunk_rows)
                 firsts, inverse = np.unique(all_rows[chunk_start:chunk_end, 0], return_inverse=True)
                 inverse = inverse.reshape(-1)
-                if chunk_start > 0:
+                try:
                     states = _first_token_states(lm, firsts, batch_size * width)
-                else:  # the first chunk: check that this model's cache reproduces its plain pass
-                    try:
-                        states = _first_token_states(lm, firsts, batch_size * width)
-                    except Exception:  # noqa: BLE001  (no base model or cache of this kind)
-                        states = None
-                    probe = slice(0, min(4, stop - start))
-                    if states is None or not _prefix_cache_agrees(
-                            lm, batch[probe], states, torch.as_tensor(inverse[probe], device=device), 2):
-                        use_cache, states = False, None
+                except Exception:  # noqa: BLE001  (no base model or cache of this kind: known at the first chunk)
+                    if chunk_start > 0:
+                        raise
+                    states = None
+                probe = slice(0, min(4, stop - start))  # the first chunk: does the cache reproduce the plain pass?
+                if chunk_start == 0 and (states is None or not _prefix_cache_agrees(
+                        lm, batch[probe], states, torch.as_tensor(inverse[probe], device=device), 2)):
+                    use_cache, states = False, None
             if use_cache:
                 which = torch.as_tensor(inverse[start - chunk_start:stop - chunk_start], device=device)
                 logits = _cached_last_logits(lm, batch, states, which, 2).float()
